@@ -1,0 +1,44 @@
+# Everything runs inside .venv, created on first use from pyproject.toml.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+IMAGE ?= dataset-converter:latest
+
+.PHONY: install demo test lint bench docker-build docker-test clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,tensorflow]'
+	touch $@
+
+## Convert the sample that ships in examples/ into out/example (see README).
+demo: install
+	$(BIN)/dataset-converter convert -a examples/sagemaker_gt -o out/example --split 0.8,0.1,0.1
+	$(BIN)/dataset-converter verify out/example
+
+## The whole test suite, container test included when a Docker engine is reachable.
+test: install
+	$(BIN)/ruff check converter tests scripts
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check converter tests scripts
+	$(BIN)/mypy
+
+## Throughput, MB/s and peak RSS against the I/O floor (not a test: prints figures).
+bench: install
+	$(BIN)/python scripts/bench.py
+
+docker-build:
+	docker build --network host -t $(IMAGE) .
+
+docker-test: install
+	DATASET_CONVERTER_REQUIRE_DOCKER=1 $(BIN)/pytest -m container
+
+clean:
+	rm -rf out build *.egg-info .pytest_cache .mypy_cache .ruff_cache

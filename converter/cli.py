@@ -1,0 +1,243 @@
+"""The `dataset-converter` command line: parse options, build a run, report the outcome.
+
+This is the only module that prints or exits. Exit codes: 0 success; 1 the run
+converted nothing, exceeded `--max-skipped`, or `verify` found a problem; 2 usage errors.
+Logs go to stderr: a progress bar on a terminal, otherwise one JSON object per line
+(Kubernetes and SageMaker collect logs, not terminals).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from converter import __version__
+from converter.core.classes import load_pinned_classes
+from converter.core.pipeline import ConvertConfig, SkipLimit, run
+from converter.core.report import ReportDocument
+from converter.core.shard import megabytes_to_bytes
+from converter.core.split import parse_split_fractions
+from converter.core.verify import verify_dataset
+from converter.errors import ConverterError, UsageError
+from converter.sinks import SINKS
+from converter.sources import SOURCES, SourceOptions
+
+app = typer.Typer(
+    help="Turn annotation exports into training-ready datasets (size-sharded TFRecords, stable splits, a report).",
+    pretty_exceptions_show_locals=False,  # locals may hold credentials; never print them
+    add_completion=False,
+    no_args_is_help=True,
+)
+
+OutputFormat = enum.Enum("OutputFormat", {name: name for name in SINKS}, type=str)  # type: ignore[misc]
+SourceFormat = enum.Enum("SourceFormat", {name: name for name in SOURCES}, type=str)  # type: ignore[misc]
+
+INPUT_PANEL, SPLIT_PANEL, OUTPUT_PANEL = "Input", "Splits and classes", "Output"
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"ERROR: {message}", err=True)
+    raise typer.Exit(code=code)
+
+
+class JsonLogEvents:
+    """One JSON object per line on stderr: for logs collected by Kubernetes or SageMaker."""
+
+    def __init__(self) -> None:
+        self._total = 0
+        self._done = 0
+        self._last_progress = 0.0
+
+    @staticmethod
+    def log(event: str, **fields: Any) -> None:
+        line = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": event, **fields}
+        sys.stderr.write(json.dumps(line, ensure_ascii=False) + "\n")
+        sys.stderr.flush()
+
+    def started(self, total_samples: int, already_skipped: int) -> None:
+        self._total = total_samples
+        self.log("started", samples=total_samples, skipped_while_reading=already_skipped)
+
+    def sample_done(self) -> None:
+        self._done += 1
+        now = time.monotonic()
+        if now - self._last_progress >= 10 or self._done == self._total:
+            self._last_progress = now
+            self.log("progress", done=self._done, total=self._total)
+
+    def sample_skipped(self, location: str, code: str, reason: str) -> None:
+        self.log("skipped", sample=location, code=code, reason=reason)
+
+    def finished(self, document: ReportDocument) -> None:
+        self.log("finished", **document["summary"])
+
+
+class TerminalEvents(JsonLogEvents):
+    """A progress bar on a terminal; skips are counted on the bar and listed in report.json."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(TextColumn("converting"), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("{task.fields[skipped]} skipped"), TimeRemainingColumn(), transient=True)
+        self._task = self._progress.add_task("convert", total=None, skipped=0)
+        self._skipped = 0
+
+    def started(self, total_samples: int, already_skipped: int) -> None:
+        self._progress.update(self._task, total=total_samples)
+        self._progress.start()
+
+    def sample_done(self) -> None:
+        self._progress.advance(self._task)
+
+    def sample_skipped(self, location: str, code: str, reason: str) -> None:
+        self._skipped += 1
+        self._progress.update(self._task, skipped=self._skipped)
+
+    def finished(self, document: ReportDocument) -> None:
+        self._progress.stop()
+        summary = document["summary"]
+        typer.echo(f"{summary['converted']} of {summary['input_samples']} samples converted "
+                   f"({', '.join(f'{split} {count}' for split, count in summary['converted_by_split'].items())}); "
+                   f"{summary['skipped']} skipped, {summary['clipped_boxes']} boxes clipped, "
+                   f"{summary['dropped_boxes']} dropped", err=True)
+
+
+def _locate_annotations(annotations: Path, source_name: str | None) -> tuple[str, Path, Path]:
+    """(source name, annotation file, default images folder) for an `-a` file or folder."""
+    if not annotations.exists():
+        hint = " (the container's default input; outside it pass -a/--annotations)" if str(annotations) == "/data_in" else ""
+        raise UsageError(f"annotations path {annotations} does not exist{hint}")
+    names = [source_name] if source_name else list(SOURCES)
+    if annotations.is_dir():
+        if len(names) > 1:
+            raise UsageError(f"pass --source: {annotations} is a folder and several formats are known")
+        return names[0], SOURCES[names[0]].find_annotations(annotations), annotations
+    return names[0], annotations, annotations.parent
+
+
+@app.command()
+def convert(
+    annotations: Annotated[Path, typer.Option(
+        "-a", "--annotations", envvar="DATASET_CONVERTER_ANNOTATIONS", rich_help_panel=INPUT_PANEL,
+        help="Annotation file (a Ground Truth output manifest), or a folder holding exactly one; default /data_in.",
+    )] = Path("/data_in"),
+    images: Annotated[Path | None, typer.Option(
+        "-i", "--images", envvar="DATASET_CONVERTER_IMAGES", rich_help_panel=INPUT_PANEL, file_okay=False,
+        help="Folder the image references resolve under; default: the -a folder, or the annotation file's folder.",
+    )] = None,
+    source: Annotated[SourceFormat | None, typer.Option(
+        "--source", rich_help_panel=INPUT_PANEL, help="Input format; default: recognized from the input.",
+    )] = None,
+    label_attribute: Annotated[str | None, typer.Option(
+        "--label-attribute", rich_help_panel=INPUT_PANEL,
+        help="Ground Truth label attribute to convert when lines carry several (e.g. an adjustment job's).",
+    )] = None,
+    output: Annotated[Path, typer.Option(
+        "-o", "--output", envvar="DATASET_CONVERTER_OUTPUT", rich_help_panel=OUTPUT_PANEL, file_okay=False,
+        help="Output folder; created if absent; default /data_out.",
+    )] = Path("/data_out"),
+    output_format: Annotated[OutputFormat, typer.Option(
+        "-f", "--format", rich_help_panel=OUTPUT_PANEL, help="Output format.",
+    )] = OutputFormat.tfrecord,  # type: ignore[attr-defined]
+    partition: Annotated[float, typer.Option(
+        "-p", "--partition", rich_help_panel=OUTPUT_PANEL, min=0.001,
+        help="Largest shard size in MB (MiB, 1,048,576 bytes); a shard exceeds it only if one record alone does.",
+    )] = 100.0,
+    absolute_paths: Annotated[bool, typer.Option(
+        "--absolute-paths", rich_help_panel=OUTPUT_PANEL,
+        help="Write absolute paths in dataset_info.yaml instead of paths relative to its folder.",
+    )] = False,
+    split: Annotated[str, typer.Option(
+        "-s", "--split", rich_help_panel=SPLIT_PANEL,
+        help="Validation share (0.2 -> 80/20 train/validation), or train,validation[,test] shares: 0.8,0.1,0.1.",
+    )] = "0.2",
+    seed: Annotated[int, typer.Option(
+        "--seed", rich_help_panel=SPLIT_PANEL, help="Seed of the split and of the record order; default 0.",
+    )] = 0,
+    classes: Annotated[Path | None, typer.Option(
+        "--classes", rich_help_panel=SPLIT_PANEL, exists=True, dir_okay=False,
+        help="Pin the class list and its order: one name per line, or a previous dataset_info.yaml.",
+    )] = None,
+    allow_new_classes: Annotated[bool, typer.Option(
+        "--allow-new-classes", rich_help_panel=SPLIT_PANEL,
+        help="With --classes: append classes it lacks instead of skipping their samples.",
+    )] = False,
+    max_skipped: Annotated[str | None, typer.Option(
+        "--max-skipped", rich_help_panel=OUTPUT_PANEL,
+        help="Fail (exit 1, no dataset) if more samples are skipped: a count (10) or a fraction (0.05 or 5%).",
+    )] = None,
+) -> None:
+    """Convert an annotation export into a dataset: shards per split, dataset_info.yaml and report.json."""
+    try:
+        fractions = parse_split_fractions(split)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="'-s' / '--split'") from None
+    try:
+        skip_limit = SkipLimit.parse(max_skipped) if max_skipped is not None else None
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="'--max-skipped'") from None
+    if allow_new_classes and classes is None:
+        raise typer.BadParameter("--allow-new-classes needs --classes", param_hint="'--allow-new-classes'")
+    events = TerminalEvents() if sys.stderr.isatty() else JsonLogEvents()
+    try:
+        source_name, annotation_file, default_images = _locate_annotations(
+            annotations, source.value if source else None)
+        images_root = images if images is not None else default_images
+        if not images_root.is_dir():
+            raise UsageError(f"images folder {images_root} does not exist")
+        options = SourceOptions(annotations=annotation_file, images=images_root, label_attribute=label_attribute)
+        config = ConvertConfig(
+            output_dir=output,
+            fractions=fractions,
+            seed=seed,
+            pinned_classes=load_pinned_classes(classes) if classes else None,
+            allow_new_classes=allow_new_classes,
+            absolute_paths=absolute_paths,
+            max_skipped=skip_limit,
+        )
+        result = run(SOURCES[source_name].build(options), SINKS[output_format.value](megabytes_to_bytes(partition)),
+                     config, events)
+    except UsageError as error:
+        _fail(str(error), code=2)
+    except ConverterError as error:
+        _fail(str(error), code=1)
+    if not result.succeeded:
+        _fail(f"{result.report['summary']['failure']}; see {output / 'report.json'}", code=1)
+
+
+@app.command()
+def verify(
+    dataset: Annotated[Path, typer.Argument(
+        help="Output folder of a conversion, or its dataset_info.yaml.", exists=True,
+    )],
+) -> None:
+    """Check that every shard listed in dataset_info.yaml is present, intact and holds its records."""
+    info_path = dataset / "dataset_info.yaml" if dataset.is_dir() else dataset
+    records, problems = verify_dataset(info_path)
+    for problem in problems:
+        typer.echo(f"ERROR: {problem}", err=True)
+    if problems:
+        raise typer.Exit(code=1)
+    typer.echo(f"OK: {records} records in the shards listed by {info_path}")
+
+
+@app.command("version")
+def show_version() -> None:
+    """Print the converter's version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Entry point. Options without a command mean `convert` (`dataset-converter -a x -s 0.1`)."""
+    arguments = sys.argv[1:]
+    if arguments and arguments[0].startswith("-") and arguments[0] not in ("--help", "-h"):
+        arguments = ["convert", *arguments]
+    app(args=arguments, prog_name="dataset-converter")

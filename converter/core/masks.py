@@ -1,0 +1,95 @@
+"""Class-index masks: reading a source's mask file into class ids, and encoding it as PNG.
+
+Output masks are single-channel 8-bit PNGs whose pixel value is the class id (1 for the
+first class), 0 for background and 255 for "ignore"; so a run has at most 254 classes
+in masks. PNG is lossless: a JPEG mask would blur class indices at every edge.
+
+Input masks are read in their stored index space: a palette PNG by its indices (not
+its colours, which only help people look at it), a grey image by its values, an RGB
+image by exact colour. Every value found must be in the mapping the source gave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, UnidentifiedImageError
+
+from converter.core.sample import SegmentationMask
+from converter.errors import SampleError
+
+IGNORE_ID = 255
+MAX_MASK_CLASS_ID = 254
+
+# Filter none + RLE strategy: about 5x faster than OpenCV's defaults on class masks, and smaller files.
+_PNG_PARAMS = [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE, cv2.IMWRITE_PNG_STRATEGY,
+               cv2.IMWRITE_PNG_STRATEGY_RLE]
+
+ClassIdMask = npt.NDArray[np.uint8]
+
+
+def encode_png(mask: ClassIdMask) -> bytes:
+    """Encode a 2-D uint8 array as a single-channel PNG."""
+    if mask.ndim != 2 or mask.dtype != np.uint8:
+        raise ValueError(f"expected a 2-D uint8 mask, got shape {mask.shape} dtype {mask.dtype}")
+    ok, encoded = cv2.imencode(".png", mask, _PNG_PARAMS)
+    if not ok:
+        raise RuntimeError("OpenCV failed to encode a PNG mask")
+    return encoded.tobytes()
+
+
+def read_class_mask(mask: SegmentationMask, class_ids: Mapping[str, int]) -> ClassIdMask:
+    """Read a source mask file and map its values to output class ids.
+
+    Raises `SampleError` if the file is unreadable, or holds a value or colour the
+    mapping does not list, naming the first few such values.
+    """
+    try:
+        with Image.open(mask.path) as image:
+            mode = image.mode
+            if mode in ("P", "L", "I;16", "I"):
+                return _map_values(np.asarray(image), mask, class_ids)
+            rgb = np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise SampleError("corrupt_mask", f"mask {mask.path} cannot be read: {error}") from None
+    return _map_colors(rgb, mask, class_ids)
+
+
+def _class_id(name: str | None, class_ids: Mapping[str, int]) -> int:
+    return 0 if name is None else class_ids[name]
+
+
+def _map_values(values: npt.NDArray[np.generic], mask: SegmentationMask,
+                class_ids: Mapping[str, int]) -> ClassIdMask:
+    values = values.astype(np.int64, copy=False)
+    lookup_size = max([int(values.max(initial=0)) + 1] + [index + 1 for index, _ in mask.index_to_class])
+    lookup = np.full(lookup_size, -1, dtype=np.int64)
+    for index, name in mask.index_to_class:
+        lookup[index] = _class_id(name, class_ids)
+    mapped = lookup[values]
+    unknown = np.unique(values[mapped < 0])
+    if unknown.size:
+        raise SampleError(
+            "unknown_mask_value",
+            f"mask {mask.path} has pixel values {unknown[:8].tolist()} that the class map does not list "
+            f"(known: {sorted(index for index, _ in mask.index_to_class)})",
+        )
+    return mapped.astype(np.uint8)
+
+
+def _map_colors(rgb: npt.NDArray[np.uint8], mask: SegmentationMask, class_ids: Mapping[str, int]) -> ClassIdMask:
+    packed = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
+    colors, inverse = np.unique(packed, return_inverse=True)
+    color_ids = {(r << 16) | (g << 8) | b: _class_id(name, class_ids) for (r, g, b), name in mask.color_to_class}
+    unknown = [int(color) for color in colors if int(color) not in color_ids]
+    if unknown:
+        listed = ", ".join(f"#{color:06x}" for color in unknown[:8])
+        raise SampleError(
+            "unknown_mask_color",
+            f"mask {mask.path} has colours the class map does not list: {listed}",
+        )
+    per_color = np.array([color_ids[int(color)] for color in colors], dtype=np.uint8)
+    return per_color[inverse.reshape(packed.shape)]

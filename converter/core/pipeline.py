@@ -1,0 +1,278 @@
+"""One conversion run: source -> class list -> splits -> materialize -> sinks -> commit.
+
+Memory holds the samples' annotations (small) but only one image's bytes at a time:
+images are read, encoded and written one by one, in each split's seeded order.
+
+Output is atomic. Everything is written into a staging folder inside the output folder
+(the output folder itself is often a mount point, which cannot be renamed), then moved
+into place: the previous `dataset_info.yaml` is removed first and the new one is moved
+in last, so at no moment does a `dataset_info.yaml` point at partial or mixed shards.
+A failed run (nothing converted, too many skips) writes only `report.json`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from converter import __version__
+from converter.core.classes import ClassList, build_class_list
+from converter.core.materialize import EncodedSample, materialize
+from converter.core.protocols import Sink, Source, SplitOutput
+from converter.core.report import Report, ReportDocument, write_json
+from converter.core.sample import Sample
+from converter.core.split import SplitFractions, SplitName, assign_split, seeded_order
+from converter.errors import SampleError
+
+DATASET_INFO = "dataset_info.yaml"
+REPORT = "report.json"
+STAGING_PREFIX = ".dataset-converter-staging-"
+
+
+@dataclass(frozen=True)
+class SkipLimit:
+    """`--max-skipped`: a count (`10`) or a fraction of the input samples (`0.05`, `5%`)."""
+
+    count: int | None = None
+    fraction: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.count is None) == (self.fraction is None):
+            raise ValueError("give exactly one of count and fraction")
+        if self.count is not None and self.count < 0:
+            raise ValueError(f"--max-skipped count must be >= 0, got {self.count}")
+        if self.fraction is not None and not 0 <= self.fraction <= 1:
+            raise ValueError(f"--max-skipped fraction must lie in [0, 1], got {self.fraction}")
+
+    @classmethod
+    def parse(cls, text: str) -> SkipLimit:
+        """`"10"` -> 10 samples; `"0.05"` or `"5%"` -> 5% of the input samples."""
+        stripped = text.strip()
+        try:
+            if stripped.endswith("%"):
+                return cls(fraction=float(stripped[:-1]) / 100)
+            if stripped.isdigit():
+                return cls(count=int(stripped))
+            return cls(fraction=float(stripped))
+        except ValueError as error:
+            raise ValueError(f"expected a count like 10 or a fraction like 0.05 or 5%, got {text!r} ({error})") from None
+
+    def allowed(self, input_samples: int) -> int:
+        """How many skipped samples a run of `input_samples` may have."""
+        if self.count is not None:
+            return self.count
+        return math.floor((self.fraction or 0.0) * input_samples + 1e-9)
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    """Everything a run needs besides its source and sink."""
+
+    output_dir: Path
+    fractions: SplitFractions
+    seed: int
+    pinned_classes: tuple[str, ...] | None = None
+    allow_new_classes: bool = False
+    absolute_paths: bool = False
+    max_skipped: SkipLimit | None = None
+
+
+class RunEvents(Protocol):
+    """What the pipeline tells the user interface while it runs."""
+
+    def started(self, total_samples: int, already_skipped: int) -> None: ...
+
+    def sample_done(self) -> None: ...
+
+    def sample_skipped(self, location: str, code: str, reason: str) -> None: ...
+
+    def finished(self, document: ReportDocument) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunResult:
+    report: ReportDocument
+    succeeded: bool
+
+
+@dataclass
+class _ClassCounts:
+    objects: dict[int, int]
+    images: dict[int, int]
+
+    def add(self, sample: EncodedSample) -> None:
+        for obj in sample.objects:
+            self.objects[obj.class_id] = self.objects.get(obj.class_id, 0) + 1
+        for class_id in sample.class_ids_present():
+            self.images[class_id] = self.images.get(class_id, 0) + 1
+
+    def by_name(self, classes: ClassList) -> dict[str, dict[str, int]]:
+        return {
+            name: {"objects": self.objects.get(classes.id_of(name), 0), "images": self.images.get(classes.id_of(name), 0)}
+            for name in classes.names
+        }
+
+
+def _plan_splits(samples: Sequence[Sample], config: ConvertConfig) -> dict[SplitName, list[Sample]]:
+    """Each split's samples, in the seeded record order."""
+    plan: dict[SplitName, list[Sample]] = {split: [] for split in config.fractions.active_splits()}
+    for sample in samples:
+        plan[assign_split(sample.key, config.seed, config.fractions)].append(sample)
+    return {
+        split: [members[index] for index in seeded_order([sample.key for sample in members], config.seed)]
+        for split, members in plan.items()
+    }
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _previous_outputs(output_dir: Path) -> list[Path]:
+    """Folders the previous dataset_info.yaml in `output_dir` listed, so a rerun replaces them."""
+    try:
+        previous = yaml.safe_load((output_dir / DATASET_INFO).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return []
+    folders = []
+    for split in ("train", "validation", "test"):
+        entry = previous.get(split) if isinstance(previous, dict) else None
+        annotations = entry.get("annotations") if isinstance(entry, dict) else None
+        if isinstance(annotations, str):
+            folder = (output_dir / annotations).resolve()
+            if folder.is_relative_to(output_dir.resolve()) and folder != output_dir.resolve():
+                folders.append(folder)
+    return folders
+
+
+def _commit(staging: Path, output_dir: Path, names: Sequence[str]) -> None:
+    """Move staged entries into the output folder; `dataset_info.yaml`, if staged, moves last."""
+    stale = [output_dir / DATASET_INFO, *_previous_outputs(output_dir)]
+    for path in stale + [output_dir / name for name in names]:
+        _remove(path)
+    for name in sorted(names, key=lambda name: name == DATASET_INFO):
+        os.replace(staging / name, output_dir / name)
+    shutil.rmtree(staging)
+
+
+def _dataset_info(classes: ClassList, outputs: dict[SplitName, SplitOutput], counts: dict[SplitName, _ClassCounts],
+                  config: ConvertConfig, sink: Sink, input_description: dict[str, Any]) -> dict[str, Any]:
+    def path_of(relative: str) -> str:
+        return str(config.output_dir.absolute() / relative) if config.absolute_paths else relative
+
+    info: dict[str, Any] = {"classes": list(classes.names)}
+    for split, output in outputs.items():
+        info[split] = {
+            "annotations": path_of(output.folder),
+            "images": path_of(output.folder),
+            "samples": sum(shard.records for shard in output.shards),
+            "shards": [
+                {"file": path_of(shard.file), "records": shard.records, "bytes": shard.bytes, "sha256": shard.sha256}
+                for shard in output.shards
+            ],
+            "class_counts": counts[split].by_name(classes),
+        }
+    info["record_layout"] = sink.describe_layout()
+    info["seed"] = config.seed
+    info["split"] = config.fractions.as_dict()
+    info["converter"] = {"name": "dataset-converter", "version": __version__}
+    info["input"] = input_description
+    info["report"] = path_of(REPORT)
+    return info
+
+
+def run(source: Source, sink: Sink, config: ConvertConfig, events: RunEvents) -> RunResult:
+    """Convert one export. Sample problems go to the report; only setup problems raise."""
+    contents = source.read()
+    report = Report()
+    for skipped in contents.skipped:
+        report.add_skipped(skipped.location, skipped.code, skipped.reason)
+    classes = build_class_list(contents.native_class_order, config.pinned_classes, config.allow_new_classes)
+
+    admitted = []
+    for sample in contents.samples:
+        unknown = [name for name in sample.class_names() if name not in classes]
+        if unknown:
+            report.add_skipped(sample.location, "unknown_class",
+                               f"classes {unknown} are not in the --classes list; add them to it or pass "
+                               "--allow-new-classes")
+        else:
+            admitted.append(sample)
+    for entry in report.skipped:
+        events.sample_skipped(f"{entry['file']}:{entry['line']}", entry["code"], entry["reason"])
+
+    input_samples = len(contents.samples) + len(contents.skipped)
+    allowed_skips = config.max_skipped.allowed(input_samples) if config.max_skipped else None
+    plan = _plan_splits(admitted, config)
+    events.started(len(admitted), len(report.skipped))
+
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in config.output_dir.glob(STAGING_PREFIX + "*"):
+        _remove(leftover)  # an interrupted earlier run's staging folder
+    staging = config.output_dir / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+    staging.mkdir()
+    failure: str | None = None
+    outputs: dict[SplitName, SplitOutput] = {}
+    counts: dict[SplitName, _ClassCounts] = {}
+    try:
+        for split, members in plan.items():
+            writer = sink.open_split(staging, split)
+            counts[split] = _ClassCounts({}, {})
+            for sample in members:
+                if allowed_skips is not None and len(report.skipped) > allowed_skips:
+                    break
+                try:
+                    encoded = materialize(sample, classes)
+                except SampleError as error:
+                    entry = report.add_skipped(sample.location, error.code, error.message)
+                    events.sample_skipped(str(sample.location), entry["code"], entry["reason"])
+                    continue
+                writer.write(encoded)
+                counts[split].add(encoded)
+                for note in encoded.notes:
+                    report.add_object_note(sample.location, note.object_index, note.code, note.message)
+                for warning in encoded.warnings:
+                    report.add_warning(sample.location, warning)
+                events.sample_done()
+            outputs[split] = writer.close()
+
+        converted = {split: sum(shard.records for shard in output.shards) for split, output in outputs.items()}
+        if allowed_skips is not None and len(report.skipped) > allowed_skips:
+            failure = (f"{len(report.skipped)} of {input_samples} input samples were skipped, more than "
+                       f"--max-skipped allows ({allowed_skips}); conversion stopped")
+        elif sum(converted.values()) == 0:
+            failure = f"none of the {input_samples} input samples could be converted"
+        document = report.document(input_samples=input_samples, converted_by_split=converted, failure=failure)
+        write_json(staging / REPORT, document)
+        if failure:
+            _commit_report_only(staging, config.output_dir)
+        else:
+            info = _dataset_info(classes, outputs, counts, config, sink, {
+                **contents.description, "samples": input_samples, "converted": document["summary"]["converted"],
+                "skipped": document["summary"]["skipped"],
+            })
+            (staging / DATASET_INFO).write_text(yaml.safe_dump(info, sort_keys=False, allow_unicode=True),
+                                                encoding="utf-8")
+            _commit(staging, config.output_dir, [output.folder for output in outputs.values()] + [REPORT, DATASET_INFO])
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    events.finished(document)
+    return RunResult(report=document, succeeded=failure is None)
+
+
+def _commit_report_only(staging: Path, output_dir: Path) -> None:
+    """A failed run leaves the previous dataset untouched and writes its report beside it."""
+    os.replace(staging / REPORT, output_dir / REPORT)
+    shutil.rmtree(staging)

@@ -1,0 +1,53 @@
+"""The two interfaces the pipeline is written against: a source and a sink.
+
+A source knows its export format and nothing of outputs; a sink knows its output format
+and nothing of exports. Both are registered by CLI name in `converter.sources` and
+`converter.sinks`; the pipeline receives instances and never imports either package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from converter.core.materialize import EncodedSample
+from converter.core.sample import SourceContents
+from converter.core.shard import ShardInfo
+from converter.core.split import SplitName
+
+
+class Source(Protocol):
+    """Reads one export into samples."""
+
+    def read(self) -> SourceContents:
+        """Every sample of the export, and every entry that could not become one."""
+        ...
+
+
+@dataclass(frozen=True)
+class SplitOutput:
+    """What a sink wrote for one split. `folder` is relative to the output folder."""
+
+    folder: str
+    shards: tuple[ShardInfo, ...]
+
+
+class SplitWriter(Protocol):
+    """Writes the records of one split, in the order it receives them."""
+
+    def write(self, sample: EncodedSample) -> None: ...
+
+    def close(self) -> SplitOutput:
+        """Finish every file; called once, after the last `write`."""
+        ...
+
+
+class Sink(Protocol):
+    """An output format."""
+
+    def open_split(self, output_dir: Path, split: SplitName) -> SplitWriter: ...
+
+    def describe_layout(self) -> dict[str, Any]:
+        """The record layout, for dataset_info.yaml."""
+        ...

@@ -1,0 +1,48 @@
+"""The converter's error hierarchy.
+
+Two kinds of failure are kept apart on purpose. A `UsageError` means the run cannot
+start as asked (a missing manifest, contradictory options): the CLI exits with code 2.
+A `SampleError` concerns one input sample (an absent image, a malformed line): the
+pipeline lists it in the report and carries on, so one bad sample never sinks a run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ConverterError(Exception):
+    """Base class of every error the converter raises on purpose."""
+
+
+class UsageError(ConverterError):
+    """The run cannot start as asked; the message says what to change."""
+
+
+class RunFailedError(ConverterError):
+    """The run finished but its result is unusable (nothing converted, too many skips)."""
+
+
+@dataclass(frozen=True)
+class SampleLocation:
+    """Where a sample came from: the input file, and the 1-based line when the format has lines."""
+
+    file: str
+    line: int | None = None
+    key: str | None = None
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return where if self.key is None else f"{where} ({self.key})"
+
+
+class SampleError(ConverterError):
+    """One sample cannot be converted. `code` is a stable machine-readable reason."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message

@@ -1,0 +1,108 @@
+"""TFRecord shards in the TF Object Detection API / Model Garden layout.
+
+Every record carries every key below, with empty lists where a sample has nothing of
+that kind, so readers can parse all records with one feature spec. The segmentation
+keys are present only on samples that have a mask. Class ids start at 1 (0 is
+background); boxes are normalized to [0, 1] and clipped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from converter.core.materialize import EncodedSample
+from converter.core.protocols import SplitOutput
+from converter.core.split import SplitName
+from converter.formats.tfrecord import BytesFeature, Feature, FloatFeature, Int64Feature, encode_example, frame_record
+from converter.sinks._sharded_file import ShardedFileWriter
+
+SPLIT_FOLDERS: dict[SplitName, str] = {"train": "tfrecord_train", "validation": "tfrecord_val", "test": "tfrecord_test"}
+SHARD_PREFIXES: dict[SplitName, str] = {"train": "train", "validation": "val", "test": "test"}
+SHARD_SUFFIX = ".tfrecord"
+
+# The Object Detection API keys, in one place.
+IMAGE_ENCODED = "image/encoded"
+IMAGE_FORMAT = "image/format"
+IMAGE_HEIGHT = "image/height"
+IMAGE_WIDTH = "image/width"
+IMAGE_FILENAME = "image/filename"
+IMAGE_SOURCE_ID = "image/source_id"
+IMAGE_SHA256 = "image/key/sha256"
+BBOX_XMIN = "image/object/bbox/xmin"
+BBOX_XMAX = "image/object/bbox/xmax"
+BBOX_YMIN = "image/object/bbox/ymin"
+BBOX_YMAX = "image/object/bbox/ymax"
+OBJECT_CLASS_LABEL = "image/object/class/label"
+OBJECT_CLASS_TEXT = "image/object/class/text"
+OBJECT_AREA = "image/object/area"
+OBJECT_IS_CROWD = "image/object/is_crowd"
+IMAGE_CLASS_LABEL = "image/class/label"
+IMAGE_CLASS_TEXT = "image/class/text"
+SEGMENTATION_ENCODED = "image/segmentation/class/encoded"
+SEGMENTATION_FORMAT = "image/segmentation/class/format"
+
+
+def object_detection_features(sample: EncodedSample) -> dict[str, Feature]:
+    """The features of one record."""
+    objects = sample.objects
+    features: dict[str, Feature] = {
+        IMAGE_ENCODED: BytesFeature([sample.image_bytes]),
+        IMAGE_FORMAT: BytesFeature([sample.image.format.encode()]),
+        IMAGE_HEIGHT: Int64Feature([sample.image.height]),
+        IMAGE_WIDTH: Int64Feature([sample.image.width]),
+        IMAGE_FILENAME: BytesFeature([sample.sample.image_name.encode()]),
+        IMAGE_SOURCE_ID: BytesFeature([sample.sample.key.encode()]),
+        IMAGE_SHA256: BytesFeature([sample.sha256_hex.encode()]),
+        BBOX_XMIN: FloatFeature([obj.bbox_normalized[0] for obj in objects]),
+        BBOX_YMIN: FloatFeature([obj.bbox_normalized[1] for obj in objects]),
+        BBOX_XMAX: FloatFeature([obj.bbox_normalized[2] for obj in objects]),
+        BBOX_YMAX: FloatFeature([obj.bbox_normalized[3] for obj in objects]),
+        OBJECT_CLASS_LABEL: Int64Feature([obj.class_id for obj in objects]),
+        OBJECT_CLASS_TEXT: BytesFeature([obj.class_name.encode() for obj in objects]),
+        OBJECT_AREA: FloatFeature([obj.area_pixels for obj in objects]),
+        OBJECT_IS_CROWD: Int64Feature([int(obj.is_crowd) for obj in objects]),
+        IMAGE_CLASS_LABEL: Int64Feature(sample.image_class_ids),
+        IMAGE_CLASS_TEXT: BytesFeature([name.encode() for name in sample.sample.image_labels]),
+    }
+    if sample.segmentation_png is not None:
+        features[SEGMENTATION_ENCODED] = BytesFeature([sample.segmentation_png])
+        features[SEGMENTATION_FORMAT] = BytesFeature([b"png"])
+    return features
+
+
+class _TFRecordSplitWriter:
+    def __init__(self, output_dir: Path, split: SplitName, max_shard_bytes: int) -> None:
+        self._folder_name = SPLIT_FOLDERS[split]
+        self._shards = ShardedFileWriter(output_dir / self._folder_name, SHARD_PREFIXES[split], SHARD_SUFFIX,
+                                         max_shard_bytes, relative_to=output_dir)
+
+    def write(self, sample: EncodedSample) -> None:
+        self._shards.write(frame_record(encode_example(object_detection_features(sample))))
+
+    def close(self) -> SplitOutput:
+        return SplitOutput(folder=self._folder_name, shards=self._shards.close())
+
+
+class TFRecordSink:
+    """`-f tfrecord`: Object Detection API records in size-capped shards, one folder per split."""
+
+    def __init__(self, max_shard_bytes: int) -> None:
+        self.max_shard_bytes = max_shard_bytes
+
+    def open_split(self, output_dir: Path, split: SplitName) -> _TFRecordSplitWriter:
+        return _TFRecordSplitWriter(output_dir, split, self.max_shard_bytes)
+
+    def describe_layout(self) -> dict[str, Any]:
+        return {
+            "format": "tfrecord",
+            "layout": "object_detection_api",
+            "class_id_offset": 1,
+            "boxes": "normalized [0, 1], displayed frame (EXIF orientation applied), clipped",
+            "keys": sorted([
+                IMAGE_ENCODED, IMAGE_FORMAT, IMAGE_HEIGHT, IMAGE_WIDTH, IMAGE_FILENAME, IMAGE_SOURCE_ID,
+                IMAGE_SHA256, BBOX_XMIN, BBOX_XMAX, BBOX_YMIN, BBOX_YMAX, OBJECT_CLASS_LABEL, OBJECT_CLASS_TEXT,
+                OBJECT_AREA, OBJECT_IS_CROWD, IMAGE_CLASS_LABEL, IMAGE_CLASS_TEXT,
+            ]),
+            "segmentation_keys": [SEGMENTATION_ENCODED, SEGMENTATION_FORMAT],
+        }

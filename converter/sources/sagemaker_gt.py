@@ -1,0 +1,313 @@
+"""SageMaker Ground Truth output (augmented) manifests: JSON Lines, one image per line.
+
+A line's label attribute is the key `<attr>` whose sibling `<attr>-metadata` carries a
+`type`; the type names the job. One attribute is used for the whole manifest: the only
+one present, or the one `--label-attribute` names (adjustment jobs add a second one).
+
+Class ids in `class-map` and `internal-color-map` are strings, sparse, and list only
+the classes present on their line. The manifest's class order is by Ground Truth id
+(the order of the job's label list), then by name; a name seen with several ids takes
+the smallest. In semantic segmentation, index 0 is Ground Truth's background.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from converter.core.images import ImageResolver
+from converter.core.sample import (
+    ObjectAnnotation,
+    Sample,
+    SegmentationMask,
+    SkippedSample,
+    SourceContents,
+)
+from converter.errors import SampleError, SampleLocation, UsageError
+
+DETECTION = "groundtruth/object-detection"
+CLASSIFICATION = "groundtruth/image-classification"
+MULTILABEL = "groundtruth/image-classification-multilabel"
+SEMANTIC_SEGMENTATION = "groundtruth/semantic-segmentation"
+SUPPORTED_TYPES = (DETECTION, CLASSIFICATION, MULTILABEL, SEMANTIC_SEGMENTATION)
+METADATA_SUFFIX = "-metadata"
+MANIFEST_SUFFIXES = (".manifest", ".jsonl", ".json")
+_HEX_COLOR = re.compile(r"^#?([0-9a-fA-F]{6})$")
+_METADATA_ATTRIBUTES = ("job-name", "human-annotated", "creation-date", "adjustment-status")
+
+
+def label_attributes(line: Mapping[str, Any]) -> dict[str, str]:
+    """The label attributes of one manifest line and their job types."""
+    found = {}
+    for key, value in line.items():
+        if key.endswith(METADATA_SUFFIX) and isinstance(value, dict) and isinstance(value.get("type"), str):
+            attribute = key[: -len(METADATA_SUFFIX)]
+            if attribute in line:
+                found[attribute] = value["type"]
+    return found
+
+
+def looks_like_manifest(path: Path) -> bool:
+    """Whether a file is a Ground Truth output manifest: JSON Lines whose first line has a label."""
+    if path.suffix.lower() not in MANIFEST_SUFFIXES or not path.is_file():
+        return False
+    try:
+        with path.open(encoding="utf-8") as stream:
+            first = next((line for line in stream if line.strip()), "")
+        parsed = json.loads(first)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(parsed, dict) and "source-ref" in parsed and bool(label_attributes(parsed))
+
+
+def find_manifest(folder: Path) -> Path:
+    """The single output manifest under `folder` (searched four levels deep)."""
+    candidates = sorted(
+        path for pattern in ("*", "*/*", "*/*/*", "*/*/*/*") for path in folder.glob(pattern) if looks_like_manifest(path)
+    )
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise UsageError(
+            f"no Ground Truth output manifest found in {folder} (looked for JSON Lines files ending in "
+            f"{', '.join(MANIFEST_SUFFIXES)} whose first line has `source-ref` and a labelled attribute); "
+            "pass it with -a/--annotations"
+        )
+    listed = "\n  ".join(str(path) for path in candidates)
+    raise UsageError(f"several manifests found in {folder}; choose one with -a/--annotations:\n  {listed}")
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SampleError("malformed_annotation", f"{what} must be a number, got {value!r}")
+    return float(value)
+
+
+def _class_id(value: Any, what: str) -> int:
+    """Ground Truth writes class ids as ints or as strings of digits."""
+    if isinstance(value, bool):
+        raise SampleError("malformed_annotation", f"{what} must be a class index, got {value!r}")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise SampleError("malformed_annotation", f"{what} must be a class index, got {value!r}") from None
+
+
+def _mapping(container: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = container.get(key)
+    if not isinstance(value, dict):
+        raise SampleError("malformed_annotation", f"{where} has no `{key}` object")
+    return value
+
+
+def _class_map(metadata: Mapping[str, Any]) -> dict[int, str]:
+    raw = metadata.get("class-map", {})
+    if not isinstance(raw, dict):
+        raise SampleError("malformed_annotation", f"`class-map` must be an object, got {raw!r}")
+    class_map = {}
+    for key, name in raw.items():
+        if not isinstance(name, str) or not name:
+            raise SampleError("malformed_annotation", f"`class-map` entry {key!r} has no class name: {name!r}")
+        class_map[_class_id(key, "a `class-map` key")] = name
+    return class_map
+
+
+def _hex_to_rgb(hex_color: Any, where: str) -> tuple[int, int, int]:
+    match = _HEX_COLOR.match(hex_color) if isinstance(hex_color, str) else None
+    if match is None:
+        raise SampleError("malformed_annotation", f"{where} `hex-color` must look like #1f77b4, got {hex_color!r}")
+    value = int(match.group(1), 16)
+    return (value >> 16) & 0xFF, (value >> 8) & 0xFF, value & 0xFF
+
+
+@dataclass
+class _ParsedLine:
+    line_number: int
+    content: dict[str, Any]
+
+
+class SageMakerGroundTruthSource:
+    """`--source sagemaker_gt`: a Ground Truth output manifest and its images."""
+
+    def __init__(self, manifest: Path, images_root: Path, label_attribute: str | None = None) -> None:
+        self.manifest = manifest
+        self.images_root = images_root
+        self.label_attribute = label_attribute
+        self._resolver = ImageResolver(images_root)
+
+    def _lines(self, skipped: list[SkippedSample]) -> Iterator[_ParsedLine]:
+        try:
+            stream = self.manifest.open(encoding="utf-8")
+        except OSError as error:
+            raise UsageError(f"cannot read manifest {self.manifest}: {error.strerror}") from None
+        with stream:
+            for line_number, text in enumerate(stream, start=1):
+                if not text.strip():
+                    continue
+                location = SampleLocation(str(self.manifest), line_number)
+                try:
+                    content = json.loads(text)
+                except json.JSONDecodeError as error:
+                    skipped.append(SkippedSample(location, "malformed_json", f"malformed JSON: {error}"))
+                    continue
+                if not isinstance(content, dict):
+                    skipped.append(SkippedSample(location, "malformed_json",
+                                                 f"line is a JSON {type(content).__name__}, not an object"))
+                    continue
+                yield _ParsedLine(line_number, content)
+
+    def _choose_attribute(self, lines: list[_ParsedLine]) -> str | None:
+        if self.label_attribute is not None:
+            return self.label_attribute
+        counts = Counter(attribute for line in lines for attribute in label_attributes(line.content))
+        if len(counts) <= 1:
+            return next(iter(counts), None)
+        listed = ", ".join(f"{name} ({count} lines)" for name, count in sorted(counts.items()))
+        raise UsageError(
+            f"{self.manifest} has several label attributes: {listed}; choose one with --label-attribute "
+            "(for an adjustment job, the adjusted one)"
+        )
+
+    def read(self) -> SourceContents:
+        skipped: list[SkippedSample] = []
+        lines = list(self._lines(skipped))
+        attribute = self._choose_attribute(lines)
+        samples: list[Sample] = []
+        class_ids: dict[str, int] = {}
+        for line in lines:
+            reference = line.content.get("source-ref")
+            location = SampleLocation(str(self.manifest), line.line_number,
+                                      reference if isinstance(reference, str) else None)
+            try:
+                sample, line_classes = self._parse_line(line.content, location, attribute)
+            except SampleError as error:
+                skipped.append(SkippedSample(location, error.code, error.message))
+                continue
+            samples.append(sample)
+            for gt_id, name in line_classes.items():
+                class_ids[name] = min(gt_id, class_ids.get(name, gt_id))
+        native_order = tuple(sorted(class_ids, key=lambda name: (class_ids[name], name)))
+        description = {"source": "sagemaker_gt", "annotations": str(self.manifest), "images": str(self.images_root)}
+        if attribute is not None:
+            description["label_attribute"] = attribute
+        return SourceContents(tuple(samples), tuple(skipped), native_order, description)
+
+    def _parse_line(self, content: dict[str, Any], location: SampleLocation,
+                    attribute: str | None) -> tuple[Sample, dict[int, str]]:
+        """One line's sample and the (Ground Truth id -> class name) pairs it uses."""
+        reference = content.get("source-ref")
+        if reference is None:
+            if "source" in content:
+                raise SampleError("not_an_image", "line has `source` (a text job), not an image `source-ref`")
+            raise SampleError("missing_source_ref", "line has no `source-ref`")
+        if not isinstance(reference, str) or not reference:
+            raise SampleError("missing_source_ref", f"`source-ref` must be a non-empty string, got {reference!r}")
+        if attribute is None or attribute not in content:
+            found = sorted(label_attributes(content))
+            raise SampleError(
+                "no_label",
+                f"line has no label attribute {attribute!r}" + (f" (it has {', '.join(found)})" if found else ""),
+            )
+        metadata = _mapping(content, attribute + METADATA_SUFFIX, "line")
+        job_type = metadata.get("type")
+        if job_type not in SUPPORTED_TYPES:
+            raise SampleError("unsupported_type",
+                              f"job type {job_type!r} of {attribute!r} is not supported "
+                              f"(supported: {', '.join(SUPPORTED_TYPES)})")
+        image_path = self._resolver.resolve(reference)
+        base = {
+            "key": reference,
+            "location": location,
+            "image_path": image_path,
+            "image_name": image_path.relative_to(self.images_root).as_posix(),
+            "attributes": tuple((name, str(metadata[name])) for name in _METADATA_ATTRIBUTES if name in metadata),
+        }
+        value = content[attribute]
+        if job_type == DETECTION:
+            return self._detection(value, metadata, base)
+        if job_type == SEMANTIC_SEGMENTATION:
+            return self._segmentation(value, metadata, base)
+        if job_type == CLASSIFICATION:
+            gt_id = _class_id(value, f"{attribute!r}")
+            name = metadata.get("class-name")
+            if not isinstance(name, str) or not name:
+                raise SampleError("malformed_annotation", f"`{attribute}-metadata` has no `class-name`")
+            return Sample(image_labels=(name,), **base), {gt_id: name}
+        # MULTILABEL
+        if not isinstance(value, list):
+            raise SampleError("malformed_annotation", f"multi-label value must be a list, got {value!r}")
+        class_map = _class_map(metadata)
+        ids = [_class_id(item, "a multi-label class") for item in value]
+        missing = [gt_id for gt_id in ids if gt_id not in class_map]
+        if missing:
+            raise SampleError("unknown_class_id", f"class ids {missing} are not in `class-map` {class_map}")
+        names = tuple(dict.fromkeys(class_map[gt_id] for gt_id in ids))
+        return Sample(image_labels=names, **base), {gt_id: class_map[gt_id] for gt_id in ids}
+
+    @staticmethod
+    def _detection(value: Any, metadata: Mapping[str, Any], base: dict[str, Any]) -> tuple[Sample, dict[int, str]]:
+        if not isinstance(value, dict):
+            raise SampleError("malformed_annotation", f"detection label must be an object, got {value!r}")
+        class_map = _class_map(metadata)
+        annotations = value.get("annotations", [])
+        if not isinstance(annotations, list):
+            raise SampleError("malformed_annotation", f"`annotations` must be a list, got {annotations!r}")
+        confidences = metadata.get("objects")
+        objects, used = [], {}
+        for index, annotation in enumerate(annotations):
+            where = f"annotation {index}"
+            if not isinstance(annotation, dict):
+                raise SampleError("malformed_annotation", f"{where} must be an object, got {annotation!r}")
+            gt_id = _class_id(annotation.get("class_id"), f"{where} `class_id`")
+            if gt_id not in class_map:
+                raise SampleError("unknown_class_id",
+                                  f"{where} has class_id {gt_id}, which `class-map` {class_map} does not name")
+            left = _number(annotation.get("left"), f"{where} `left`")
+            top = _number(annotation.get("top"), f"{where} `top`")
+            width = _number(annotation.get("width"), f"{where} `width`")
+            height = _number(annotation.get("height"), f"{where} `height`")
+            attributes: tuple[tuple[str, str], ...] = ()
+            if isinstance(confidences, list) and index < len(confidences) and isinstance(confidences[index], dict):
+                if "confidence" in confidences[index]:
+                    attributes = (("confidence", str(confidences[index]["confidence"])),)
+            objects.append(ObjectAnnotation(class_map[gt_id], (left, top, left + width, top + height),
+                                            attributes=attributes))
+            used[gt_id] = class_map[gt_id]
+        declared = None
+        sizes = value.get("image_size")
+        if isinstance(sizes, list) and sizes and isinstance(sizes[0], dict):
+            width_value, height_value = sizes[0].get("width"), sizes[0].get("height")
+            if isinstance(width_value, int) and isinstance(height_value, int) and width_value > 0 and height_value > 0:
+                declared = (width_value, height_value)
+        return Sample(declared_size=declared, objects=tuple(objects), **base), used
+
+    def _segmentation(self, value: Any, metadata: Mapping[str, Any],
+                      base: dict[str, Any]) -> tuple[Sample, dict[int, str]]:
+        if not isinstance(value, str) or not value:
+            raise SampleError("malformed_annotation", f"segmentation label must be a mask URI, got {value!r}")
+        color_map = _mapping(metadata, "internal-color-map", "metadata")
+        index_to_class: list[tuple[int, str | None]] = []
+        color_to_class: list[tuple[tuple[int, int, int], str | None]] = []
+        used = {}
+        for key, entry in sorted(color_map.items(), key=lambda item: _class_id(item[0], "a color-map key")):
+            gt_index = _class_id(key, "an `internal-color-map` key")
+            if not isinstance(entry, dict) or not isinstance(entry.get("class-name"), str):
+                raise SampleError("malformed_annotation", f"`internal-color-map` entry {key!r} has no `class-name`")
+            name: str | None = None if gt_index == 0 else entry["class-name"]
+            index_to_class.append((gt_index, name))
+            if "hex-color" in entry:
+                color_to_class.append((_hex_to_rgb(entry["hex-color"], f"class {key!r}"), name))
+            if name is not None:
+                used[gt_index] = name
+        try:
+            mask_path = self._resolver.resolve(value)
+        except SampleError as error:
+            raise SampleError(error.code, f"segmentation mask: {error.message}") from None
+        mask = SegmentationMask(mask_path, tuple(index_to_class), tuple(color_to_class))
+        return Sample(segmentation=mask, **base), used
+

@@ -85,8 +85,14 @@ class TerminalEvents(JsonLogEvents):
         super().__init__()
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self._progress = Progress(TextColumn("converting"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("{task.fields[skipped]} skipped"), TimeRemainingColumn(), transient=True)
+        self._progress = Progress(
+            TextColumn("converting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[skipped]} skipped"),
+            TimeRemainingColumn(),
+            transient=True,
+        )
         self._task = self._progress.add_task("convert", total=None, skipped=0)
         self._skipped = 0
 
@@ -104,16 +110,23 @@ class TerminalEvents(JsonLogEvents):
     def finished(self, document: ReportDocument) -> None:
         self._progress.stop()
         summary = document["summary"]
-        typer.echo(f"{summary['converted']} of {summary['input_samples']} samples converted "
-                   f"({', '.join(f'{split} {count}' for split, count in summary['converted_by_split'].items())}); "
-                   f"{summary['skipped']} skipped, {summary['clipped_boxes']} boxes clipped, "
-                   f"{summary['dropped_boxes']} dropped", err=True)
+        typer.echo(
+            f"{summary['converted']} of {summary['input_samples']} samples converted "
+            f"({', '.join(f'{split} {count}' for split, count in summary['converted_by_split'].items())}); "
+            f"{summary['skipped']} skipped, {summary['clipped_boxes']} boxes clipped, "
+            f"{summary['dropped_boxes']} dropped",
+            err=True,
+        )
 
 
 def _locate_annotations(annotations: Path, source_name: str | None) -> tuple[str, Path, Path]:
     """(source name, annotation file, default images folder) for an `-a` file or folder."""
     if not annotations.exists():
-        hint = " (the container's default input; outside it pass -a/--annotations)" if str(annotations) == "/data_in" else ""
+        hint = (
+            " (the container's default input; outside it pass -a/--annotations)"
+            if str(annotations) == "/data_in"
+            else ""
+        )
         raise UsageError(f"annotations path {annotations} does not exist{hint}")
     names = [source_name] if source_name else list(SOURCES)
     if annotations.is_dir():
@@ -125,55 +138,124 @@ def _locate_annotations(annotations: Path, source_name: str | None) -> tuple[str
 
 @app.command()
 def convert(
-    annotations: Annotated[Path, typer.Option(
-        "-a", "--annotations", envvar="DATASET_CONVERTER_ANNOTATIONS", rich_help_panel=INPUT_PANEL,
-        help="Annotation file (a Ground Truth output manifest), or a folder holding exactly one; default /data_in.",
-    )] = Path("/data_in"),
-    images: Annotated[Path | None, typer.Option(
-        "-i", "--images", envvar="DATASET_CONVERTER_IMAGES", rich_help_panel=INPUT_PANEL, file_okay=False,
-        help="Folder the image references resolve under; default: the -a folder, or the annotation file's folder.",
-    )] = None,
-    source: Annotated[SourceFormat | None, typer.Option(
-        "--source", rich_help_panel=INPUT_PANEL, help="Input format; default: recognized from the input.",
-    )] = None,
-    label_attribute: Annotated[str | None, typer.Option(
-        "--label-attribute", rich_help_panel=INPUT_PANEL,
-        help="Ground Truth label attribute to convert when lines carry several (e.g. an adjustment job's).",
-    )] = None,
-    output: Annotated[Path, typer.Option(
-        "-o", "--output", envvar="DATASET_CONVERTER_OUTPUT", rich_help_panel=OUTPUT_PANEL, file_okay=False,
-        help="Output folder; created if absent; default /data_out.",
-    )] = Path("/data_out"),
-    output_format: Annotated[OutputFormat, typer.Option(
-        "-f", "--format", rich_help_panel=OUTPUT_PANEL, help="Output format.",
-    )] = OutputFormat.tfrecord,  # type: ignore[attr-defined]
-    partition: Annotated[float, typer.Option(
-        "-p", "--partition", rich_help_panel=OUTPUT_PANEL, min=0.001,
-        help="Largest shard size in MB (MiB, 1,048,576 bytes); a shard exceeds it only if one record alone does.",
-    )] = 100.0,
-    absolute_paths: Annotated[bool, typer.Option(
-        "--absolute-paths", rich_help_panel=OUTPUT_PANEL,
-        help="Write absolute paths in dataset_info.yaml instead of paths relative to its folder.",
-    )] = False,
-    split: Annotated[str, typer.Option(
-        "-s", "--split", rich_help_panel=SPLIT_PANEL,
-        help="Validation share (0.2 -> 80/20 train/validation), or train,validation[,test] shares: 0.8,0.1,0.1.",
-    )] = "0.2",
-    seed: Annotated[int, typer.Option(
-        "--seed", rich_help_panel=SPLIT_PANEL, help="Seed of the split and of the record order; default 0.",
-    )] = 0,
-    classes: Annotated[Path | None, typer.Option(
-        "--classes", rich_help_panel=SPLIT_PANEL, exists=True, dir_okay=False,
-        help="Pin the class list and its order: one name per line, or a previous dataset_info.yaml.",
-    )] = None,
-    allow_new_classes: Annotated[bool, typer.Option(
-        "--allow-new-classes", rich_help_panel=SPLIT_PANEL,
-        help="With --classes: append classes it lacks instead of skipping their samples.",
-    )] = False,
-    max_skipped: Annotated[str | None, typer.Option(
-        "--max-skipped", rich_help_panel=OUTPUT_PANEL,
-        help="Fail (exit 1, no dataset) if more samples are skipped: a count (10) or a fraction (0.05 or 5%).",
-    )] = None,
+    annotations: Annotated[
+        Path,
+        typer.Option(
+            "-a",
+            "--annotations",
+            envvar="DATASET_CONVERTER_ANNOTATIONS",
+            rich_help_panel=INPUT_PANEL,
+            help="Annotation file (a Ground Truth output manifest), or a folder holding exactly one; default /data_in.",
+        ),
+    ] = Path("/data_in"),
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            "-i",
+            "--images",
+            envvar="DATASET_CONVERTER_IMAGES",
+            rich_help_panel=INPUT_PANEL,
+            file_okay=False,
+            help="Folder the image references resolve under; default: the -a folder, or the annotation file's folder.",
+        ),
+    ] = None,
+    source: Annotated[
+        SourceFormat | None,
+        typer.Option(
+            "--source",
+            rich_help_panel=INPUT_PANEL,
+            help="Input format; default: recognized from the input.",
+        ),
+    ] = None,
+    label_attribute: Annotated[
+        str | None,
+        typer.Option(
+            "--label-attribute",
+            rich_help_panel=INPUT_PANEL,
+            help="Ground Truth label attribute to convert when lines carry several (e.g. an adjustment job's).",
+        ),
+    ] = None,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o",
+            "--output",
+            envvar="DATASET_CONVERTER_OUTPUT",
+            rich_help_panel=OUTPUT_PANEL,
+            file_okay=False,
+            help="Output folder; created if absent; default /data_out.",
+        ),
+    ] = Path("/data_out"),
+    output_format: Annotated[
+        OutputFormat,
+        typer.Option(
+            "-f",
+            "--format",
+            rich_help_panel=OUTPUT_PANEL,
+            help="Output format.",
+        ),
+    ] = OutputFormat.tfrecord,  # type: ignore[attr-defined]
+    partition: Annotated[
+        float,
+        typer.Option(
+            "-p",
+            "--partition",
+            rich_help_panel=OUTPUT_PANEL,
+            min=0.001,
+            help="Largest shard size in MB (MiB, 1,048,576 bytes); a shard exceeds it only if one record alone does.",
+        ),
+    ] = 100.0,
+    absolute_paths: Annotated[
+        bool,
+        typer.Option(
+            "--absolute-paths",
+            rich_help_panel=OUTPUT_PANEL,
+            help="Write absolute paths in dataset_info.yaml instead of paths relative to its folder.",
+        ),
+    ] = False,
+    split: Annotated[
+        str,
+        typer.Option(
+            "-s",
+            "--split",
+            rich_help_panel=SPLIT_PANEL,
+            help="Validation share (0.2 -> 80/20 train/validation), or train,validation[,test] shares: 0.8,0.1,0.1.",
+        ),
+    ] = "0.2",
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed",
+            rich_help_panel=SPLIT_PANEL,
+            help="Seed of the split and of the record order; default 0.",
+        ),
+    ] = 0,
+    classes: Annotated[
+        Path | None,
+        typer.Option(
+            "--classes",
+            rich_help_panel=SPLIT_PANEL,
+            exists=True,
+            dir_okay=False,
+            help="Pin the class list and its order: one name per line, or a previous dataset_info.yaml.",
+        ),
+    ] = None,
+    allow_new_classes: Annotated[
+        bool,
+        typer.Option(
+            "--allow-new-classes",
+            rich_help_panel=SPLIT_PANEL,
+            help="With --classes: append classes it lacks instead of skipping their samples.",
+        ),
+    ] = False,
+    max_skipped: Annotated[
+        str | None,
+        typer.Option(
+            "--max-skipped",
+            rich_help_panel=OUTPUT_PANEL,
+            help="Fail (exit 1, no dataset) if more samples are skipped: a count (10) or a fraction (0.05 or 5%).",
+        ),
+    ] = None,
 ) -> None:
     """Convert an annotation export into a dataset: shards per split, dataset_info.yaml and report.json."""
     try:
@@ -189,7 +271,8 @@ def convert(
     events = TerminalEvents() if sys.stderr.isatty() else JsonLogEvents()
     try:
         source_name, annotation_file, default_images = _locate_annotations(
-            annotations, source.value if source else None)
+            annotations, source.value if source else None
+        )
         images_root = images if images is not None else default_images
         if not images_root.is_dir():
             raise UsageError(f"images folder {images_root} does not exist")
@@ -203,8 +286,12 @@ def convert(
             absolute_paths=absolute_paths,
             max_skipped=skip_limit,
         )
-        result = run(SOURCES[source_name].build(options), SINKS[output_format.value](megabytes_to_bytes(partition)),
-                     config, events)
+        result = run(
+            SOURCES[source_name].build(options),
+            SINKS[output_format.value](megabytes_to_bytes(partition)),
+            config,
+            events,
+        )
     except UsageError as error:
         _fail(str(error), code=2)
     except ConverterError as error:
@@ -215,9 +302,13 @@ def convert(
 
 @app.command()
 def verify(
-    dataset: Annotated[Path, typer.Argument(
-        help="Output folder of a conversion, or its dataset_info.yaml.", exists=True,
-    )],
+    dataset: Annotated[
+        Path,
+        typer.Argument(
+            help="Output folder of a conversion, or its dataset_info.yaml.",
+            exists=True,
+        ),
+    ],
 ) -> None:
     """Check that every shard listed in dataset_info.yaml is present, intact and holds its records."""
     info_path = dataset / "dataset_info.yaml" if dataset.is_dir() else dataset

@@ -79,8 +79,7 @@ def _checked_unique(names: Sequence[str], path: Path) -> tuple[str, ...]:
     return tuple(names)
 
 
-def build_class_list(native_order: Iterable[str], pinned: Sequence[str] | None,
-                     allow_new_classes: bool) -> ClassList:
+def build_class_list(native_order: Iterable[str], pinned: Sequence[str] | None, allow_new_classes: bool) -> ClassList:
     """The class list of a run: pinned names first (if any), then what the rules admit."""
     native = tuple(dict.fromkeys(native_order))
     if pinned is None:

@@ -70,8 +70,12 @@ class EncodedSample:
 
 def _clip_box(box: BoxXYXY, width: float, height: float) -> BoxXYXY:
     x_min, y_min, x_max, y_max = box
-    return (min(max(x_min, 0.0), width), min(max(y_min, 0.0), height),
-            min(max(x_max, 0.0), width), min(max(y_max, 0.0), height))
+    return (
+        min(max(x_min, 0.0), width),
+        min(max(y_min, 0.0), height),
+        min(max(x_max, 0.0), width),
+        min(max(y_max, 0.0), height),
+    )
 
 
 def materialize(sample: Sample, classes: ClassList) -> EncodedSample:
@@ -100,35 +104,49 @@ def materialize(sample: Sample, classes: ClassList) -> EncodedSample:
         clipped = _clip_box(obj.bbox_xyxy, frame_width, frame_height)
         x_min, y_min, x_max, y_max = clipped
         if x_max <= x_min or y_max <= y_min:
-            notes.append(ObjectNote(index, "degenerate_box",
-                                    f"object {index} ({obj.class_name}) box {obj.bbox_xyxy} has no area inside the "
-                                    f"{frame_width}x{frame_height} image; dropped"))
+            notes.append(
+                ObjectNote(
+                    index,
+                    "degenerate_box",
+                    f"object {index} ({obj.class_name}) box {obj.bbox_xyxy} has no area inside the "
+                    f"{frame_width}x{frame_height} image; dropped",
+                )
+            )
             continue
         if clipped != obj.bbox_xyxy:
-            notes.append(ObjectNote(index, "clipped",
-                                    f"object {index} ({obj.class_name}) box {obj.bbox_xyxy} clipped to {clipped}"))
+            notes.append(
+                ObjectNote(
+                    index, "clipped", f"object {index} ({obj.class_name}) box {obj.bbox_xyxy} clipped to {clipped}"
+                )
+            )
         scale_x, scale_y = image.width / frame_width, image.height / frame_height
-        objects.append(EncodedObject(
-            class_id=classes.id_of(obj.class_name),
-            class_name=obj.class_name,
-            bbox_normalized=(x_min / frame_width, y_min / frame_height, x_max / frame_width, y_max / frame_height),
-            area_pixels=(x_max - x_min) * scale_x * (y_max - y_min) * scale_y,
-            is_crowd=obj.is_crowd,
-        ))
+        objects.append(
+            EncodedObject(
+                class_id=classes.id_of(obj.class_name),
+                class_name=obj.class_name,
+                bbox_normalized=(x_min / frame_width, y_min / frame_height, x_max / frame_width, y_max / frame_height),
+                area_pixels=(x_max - x_min) * scale_x * (y_max - y_min) * scale_y,
+                is_crowd=obj.is_crowd,
+            )
+        )
 
     segmentation_png = None
     mask_class_ids: tuple[int, ...] = ()
     if sample.segmentation is not None:
         class_ids = {name: classes.id_of(name) for name in sample.segmentation.class_names()}
         if class_ids and max(class_ids.values()) > MAX_MASK_CLASS_ID:
-            raise SampleError("too_many_classes",
-                              f"mask class ids go up to {max(class_ids.values())}; PNG masks hold at most "
-                              f"{MAX_MASK_CLASS_ID} classes")
+            raise SampleError(
+                "too_many_classes",
+                f"mask class ids go up to {max(class_ids.values())}; PNG masks hold at most "
+                f"{MAX_MASK_CLASS_ID} classes",
+            )
         mask = read_class_mask(sample.segmentation, class_ids)
         if mask.shape != (image.height, image.width):
-            raise SampleError("mask_size_mismatch",
-                              f"mask {sample.segmentation.path} is {mask.shape[1]}x{mask.shape[0]} but the image "
-                              f"displays as {image.width}x{image.height}")
+            raise SampleError(
+                "mask_size_mismatch",
+                f"mask {sample.segmentation.path} is {mask.shape[1]}x{mask.shape[0]} but the image "
+                f"displays as {image.width}x{image.height}",
+            )
         segmentation_png = encode_png(mask)
         mask_class_ids = tuple(int(value) for value in np.unique(mask) if value != 0)
 

@@ -13,7 +13,6 @@ A failed run (nothing converted, too many skips) writes only `report.json`.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import uuid
 from collections.abc import Sequence
@@ -63,7 +62,9 @@ class SkipLimit:
                 return cls(count=int(stripped))
             return cls(fraction=float(stripped))
         except ValueError as error:
-            raise ValueError(f"expected a count like 10 or a fraction like 0.05 or 5%, got {text!r} ({error})") from None
+            raise ValueError(
+                f"expected a count like 10 or a fraction like 0.05 or 5%, got {text!r} ({error})"
+            ) from None
 
     def allowed(self, input_samples: int) -> int:
         """How many skipped samples a run of `input_samples` may have."""
@@ -116,7 +117,10 @@ class _ClassCounts:
 
     def by_name(self, classes: ClassList) -> dict[str, dict[str, int]]:
         return {
-            name: {"objects": self.objects.get(classes.id_of(name), 0), "images": self.images.get(classes.id_of(name), 0)}
+            name: {
+                "objects": self.objects.get(classes.id_of(name), 0),
+                "images": self.images.get(classes.id_of(name), 0),
+            }
             for name in classes.names
         }
 
@@ -162,12 +166,18 @@ def _commit(staging: Path, output_dir: Path, names: Sequence[str]) -> None:
     for path in stale + [output_dir / name for name in names]:
         _remove(path)
     for name in sorted(names, key=lambda name: name == DATASET_INFO):
-        os.replace(staging / name, output_dir / name)
+        (staging / name).replace(output_dir / name)
     shutil.rmtree(staging)
 
 
-def _dataset_info(classes: ClassList, outputs: dict[SplitName, SplitOutput], counts: dict[SplitName, _ClassCounts],
-                  config: ConvertConfig, sink: Sink, input_description: dict[str, Any]) -> dict[str, Any]:
+def _dataset_info(
+    classes: ClassList,
+    outputs: dict[SplitName, SplitOutput],
+    counts: dict[SplitName, _ClassCounts],
+    config: ConvertConfig,
+    sink: Sink,
+    input_description: dict[str, Any],
+) -> dict[str, Any]:
     def path_of(relative: str) -> str:
         return str(config.output_dir.absolute() / relative) if config.absolute_paths else relative
 
@@ -204,9 +214,11 @@ def run(source: Source, sink: Sink, config: ConvertConfig, events: RunEvents) ->
     for sample in contents.samples:
         unknown = [name for name in sample.class_names() if name not in classes]
         if unknown:
-            report.add_skipped(sample.location, "unknown_class",
-                               f"classes {unknown} are not in the --classes list; add them to it or pass "
-                               "--allow-new-classes")
+            report.add_skipped(
+                sample.location,
+                "unknown_class",
+                f"classes {unknown} are not in the --classes list; add them to it or pass --allow-new-classes",
+            )
         else:
             admitted.append(sample)
     for entry in report.skipped:
@@ -247,10 +259,14 @@ def run(source: Source, sink: Sink, config: ConvertConfig, events: RunEvents) ->
                 events.sample_done()
             outputs[split] = writer.close()
 
-        converted = {split: sum(shard.records for shard in output.shards) for split, output in outputs.items()}
+        converted: dict[str, int] = {
+            split: sum(shard.records for shard in output.shards) for split, output in outputs.items()
+        }
         if allowed_skips is not None and len(report.skipped) > allowed_skips:
-            failure = (f"{len(report.skipped)} of {input_samples} input samples were skipped, more than "
-                       f"--max-skipped allows ({allowed_skips}); conversion stopped")
+            failure = (
+                f"{len(report.skipped)} of {input_samples} input samples were skipped, more than "
+                f"--max-skipped allows ({allowed_skips}); conversion stopped"
+            )
         elif sum(converted.values()) == 0:
             failure = f"none of the {input_samples} input samples could be converted"
         document = report.document(input_samples=input_samples, converted_by_split=converted, failure=failure)
@@ -258,12 +274,22 @@ def run(source: Source, sink: Sink, config: ConvertConfig, events: RunEvents) ->
         if failure:
             _commit_report_only(staging, config.output_dir)
         else:
-            info = _dataset_info(classes, outputs, counts, config, sink, {
-                **contents.description, "samples": input_samples, "converted": document["summary"]["converted"],
-                "skipped": document["summary"]["skipped"],
-            })
-            (staging / DATASET_INFO).write_text(yaml.safe_dump(info, sort_keys=False, allow_unicode=True),
-                                                encoding="utf-8")
+            info = _dataset_info(
+                classes,
+                outputs,
+                counts,
+                config,
+                sink,
+                {
+                    **contents.description,
+                    "samples": input_samples,
+                    "converted": document["summary"]["converted"],
+                    "skipped": document["summary"]["skipped"],
+                },
+            )
+            (staging / DATASET_INFO).write_text(
+                yaml.safe_dump(info, sort_keys=False, allow_unicode=True), encoding="utf-8"
+            )
             _commit(staging, config.output_dir, [output.folder for output in outputs.values()] + [REPORT, DATASET_INFO])
     finally:
         if staging.exists():
@@ -274,5 +300,5 @@ def run(source: Source, sink: Sink, config: ConvertConfig, events: RunEvents) ->
 
 def _commit_report_only(staging: Path, output_dir: Path) -> None:
     """A failed run leaves the previous dataset untouched and writes its report beside it."""
-    os.replace(staging / REPORT, output_dir / REPORT)
+    (staging / REPORT).replace(output_dir / REPORT)
     shutil.rmtree(staging)

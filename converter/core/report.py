@@ -84,8 +84,9 @@ class Report:
     def add_warning(self, location: SampleLocation, message: str) -> None:
         self.warnings.append({**_located(location), "message": message})
 
-    def document(self, *, input_samples: int, converted_by_split: dict[str, int],
-                 failure: str | None) -> ReportDocument:
+    def document(
+        self, *, input_samples: int, converted_by_split: dict[str, int], failure: str | None
+    ) -> ReportDocument:
         """The report as written, entries sorted by file and line so runs compare equal."""
         skipped_by_code: dict[str, int] = {}
         for entry in self.skipped:

@@ -86,7 +86,7 @@ def normalize_key(key: str) -> str:
 
 def _unit_hash(salt: str, seed: int, key: str) -> float:
     digest = hashlib.sha256(f"{salt}\x00{seed}\x00{normalize_key(key)}".encode()).digest()
-    return int.from_bytes(digest[:_HASH_BYTES], "big") / 2 ** (8 * _HASH_BYTES)
+    return int.from_bytes(digest[:_HASH_BYTES], "big") / float(1 << (8 * _HASH_BYTES))
 
 
 def assign_split(key: str, seed: int, fractions: SplitFractions) -> SplitName:

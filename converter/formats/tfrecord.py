@@ -88,7 +88,7 @@ def encode_example(features: Mapping[str, Feature]) -> bytes:
 
 
 def masked_crc32c(data: bytes) -> int:
-    crc = google_crc32c.value(data)
+    crc = int(google_crc32c.value(data))
     return ((((crc >> 15) | (crc << 17)) & _UINT32) + _MASK_DELTA) & _UINT32
 
 

@@ -45,8 +45,7 @@ class ShardedFileWriter:
         if self._stream is None:
             return
         self._stream.close()
-        self._finished.append((Path(self._stream.name), self._shard_records, self._shard_bytes,
-                               self._hash.hexdigest()))
+        self._finished.append((Path(self._stream.name), self._shard_records, self._shard_bytes, self._hash.hexdigest()))
         self._stream = None
         self._hash = hashlib.sha256()
         self._shard_bytes = self._shard_records = 0
@@ -58,6 +57,9 @@ class ShardedFileWriter:
         for shard_index, (path, records, size, sha256) in enumerate(self._finished):
             final = path.with_name(shard_file_name(self._prefix, shard_index, len(self._finished), self._suffix))
             path.rename(final)
-            shards.append(ShardInfo(file=final.relative_to(self._relative_to).as_posix(), records=records,
-                                    bytes=size, sha256=sha256))
+            shards.append(
+                ShardInfo(
+                    file=final.relative_to(self._relative_to).as_posix(), records=records, bytes=size, sha256=sha256
+                )
+            )
         return tuple(shards)

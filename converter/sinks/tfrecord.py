@@ -74,8 +74,9 @@ def object_detection_features(sample: EncodedSample) -> dict[str, Feature]:
 class _TFRecordSplitWriter:
     def __init__(self, output_dir: Path, split: SplitName, max_shard_bytes: int) -> None:
         self._folder_name = SPLIT_FOLDERS[split]
-        self._shards = ShardedFileWriter(output_dir / self._folder_name, SHARD_PREFIXES[split], SHARD_SUFFIX,
-                                         max_shard_bytes, relative_to=output_dir)
+        self._shards = ShardedFileWriter(
+            output_dir / self._folder_name, SHARD_PREFIXES[split], SHARD_SUFFIX, max_shard_bytes, relative_to=output_dir
+        )
 
     def write(self, sample: EncodedSample) -> None:
         self._shards.write(frame_record(encode_example(object_detection_features(sample))))
@@ -99,10 +100,26 @@ class TFRecordSink:
             "layout": "object_detection_api",
             "class_id_offset": 1,
             "boxes": "normalized [0, 1], displayed frame (EXIF orientation applied), clipped",
-            "keys": sorted([
-                IMAGE_ENCODED, IMAGE_FORMAT, IMAGE_HEIGHT, IMAGE_WIDTH, IMAGE_FILENAME, IMAGE_SOURCE_ID,
-                IMAGE_SHA256, BBOX_XMIN, BBOX_XMAX, BBOX_YMIN, BBOX_YMAX, OBJECT_CLASS_LABEL, OBJECT_CLASS_TEXT,
-                OBJECT_AREA, OBJECT_IS_CROWD, IMAGE_CLASS_LABEL, IMAGE_CLASS_TEXT,
-            ]),
+            "keys": sorted(
+                [
+                    IMAGE_ENCODED,
+                    IMAGE_FORMAT,
+                    IMAGE_HEIGHT,
+                    IMAGE_WIDTH,
+                    IMAGE_FILENAME,
+                    IMAGE_SOURCE_ID,
+                    IMAGE_SHA256,
+                    BBOX_XMIN,
+                    BBOX_XMAX,
+                    BBOX_YMIN,
+                    BBOX_YMAX,
+                    OBJECT_CLASS_LABEL,
+                    OBJECT_CLASS_TEXT,
+                    OBJECT_AREA,
+                    OBJECT_IS_CROWD,
+                    IMAGE_CLASS_LABEL,
+                    IMAGE_CLASS_TEXT,
+                ]
+            ),
             "segmentation_keys": [SEGMENTATION_ENCODED, SEGMENTATION_FORMAT],
         }

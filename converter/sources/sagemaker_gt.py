@@ -16,7 +16,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,10 @@ def looks_like_manifest(path: Path) -> bool:
 def find_manifest(folder: Path) -> Path:
     """The single output manifest under `folder` (searched four levels deep)."""
     candidates = sorted(
-        path for pattern in ("*", "*/*", "*/*/*", "*/*/*/*") for path in folder.glob(pattern) if looks_like_manifest(path)
+        path
+        for pattern in ("*", "*/*", "*/*/*", "*/*/*/*")
+        for path in folder.glob(pattern)
+        if looks_like_manifest(path)
     )
     if len(candidates) == 1:
         return candidates[0]
@@ -156,8 +159,11 @@ class SageMakerGroundTruthSource:
                     skipped.append(SkippedSample(location, "malformed_json", f"malformed JSON: {error}"))
                     continue
                 if not isinstance(content, dict):
-                    skipped.append(SkippedSample(location, "malformed_json",
-                                                 f"line is a JSON {type(content).__name__}, not an object"))
+                    skipped.append(
+                        SkippedSample(
+                            location, "malformed_json", f"line is a JSON {type(content).__name__}, not an object"
+                        )
+                    )
                     continue
                 yield _ParsedLine(line_number, content)
 
@@ -181,8 +187,9 @@ class SageMakerGroundTruthSource:
         class_ids: dict[str, int] = {}
         for line in lines:
             reference = line.content.get("source-ref")
-            location = SampleLocation(str(self.manifest), line.line_number,
-                                      reference if isinstance(reference, str) else None)
+            location = SampleLocation(
+                str(self.manifest), line.line_number, reference if isinstance(reference, str) else None
+            )
             try:
                 sample, line_classes = self._parse_line(line.content, location, attribute)
             except SampleError as error:
@@ -197,8 +204,9 @@ class SageMakerGroundTruthSource:
             description["label_attribute"] = attribute
         return SourceContents(tuple(samples), tuple(skipped), native_order, description)
 
-    def _parse_line(self, content: dict[str, Any], location: SampleLocation,
-                    attribute: str | None) -> tuple[Sample, dict[int, str]]:
+    def _parse_line(
+        self, content: dict[str, Any], location: SampleLocation, attribute: str | None
+    ) -> tuple[Sample, dict[int, str]]:
         """One line's sample and the (Ground Truth id -> class name) pairs it uses."""
         reference = content.get("source-ref")
         if reference is None:
@@ -216,17 +224,18 @@ class SageMakerGroundTruthSource:
         metadata = _mapping(content, attribute + METADATA_SUFFIX, "line")
         job_type = metadata.get("type")
         if job_type not in SUPPORTED_TYPES:
-            raise SampleError("unsupported_type",
-                              f"job type {job_type!r} of {attribute!r} is not supported "
-                              f"(supported: {', '.join(SUPPORTED_TYPES)})")
+            raise SampleError(
+                "unsupported_type",
+                f"job type {job_type!r} of {attribute!r} is not supported (supported: {', '.join(SUPPORTED_TYPES)})",
+            )
         image_path = self._resolver.resolve(reference)
-        base = {
-            "key": reference,
-            "location": location,
-            "image_path": image_path,
-            "image_name": image_path.relative_to(self.images_root).as_posix(),
-            "attributes": tuple((name, str(metadata[name])) for name in _METADATA_ATTRIBUTES if name in metadata),
-        }
+        base = Sample(
+            key=reference,
+            location=location,
+            image_path=image_path,
+            image_name=image_path.relative_to(self.images_root).as_posix(),
+            attributes=tuple((name, str(metadata[name])) for name in _METADATA_ATTRIBUTES if name in metadata),
+        )
         value = content[attribute]
         if job_type == DETECTION:
             return self._detection(value, metadata, base)
@@ -237,7 +246,7 @@ class SageMakerGroundTruthSource:
             name = metadata.get("class-name")
             if not isinstance(name, str) or not name:
                 raise SampleError("malformed_annotation", f"`{attribute}-metadata` has no `class-name`")
-            return Sample(image_labels=(name,), **base), {gt_id: name}
+            return replace(base, image_labels=(name,)), {gt_id: name}
         # MULTILABEL
         if not isinstance(value, list):
             raise SampleError("malformed_annotation", f"multi-label value must be a list, got {value!r}")
@@ -247,10 +256,10 @@ class SageMakerGroundTruthSource:
         if missing:
             raise SampleError("unknown_class_id", f"class ids {missing} are not in `class-map` {class_map}")
         names = tuple(dict.fromkeys(class_map[gt_id] for gt_id in ids))
-        return Sample(image_labels=names, **base), {gt_id: class_map[gt_id] for gt_id in ids}
+        return replace(base, image_labels=names), {gt_id: class_map[gt_id] for gt_id in ids}
 
     @staticmethod
-    def _detection(value: Any, metadata: Mapping[str, Any], base: dict[str, Any]) -> tuple[Sample, dict[int, str]]:
+    def _detection(value: Any, metadata: Mapping[str, Any], base: Sample) -> tuple[Sample, dict[int, str]]:
         if not isinstance(value, dict):
             raise SampleError("malformed_annotation", f"detection label must be an object, got {value!r}")
         class_map = _class_map(metadata)
@@ -265,18 +274,20 @@ class SageMakerGroundTruthSource:
                 raise SampleError("malformed_annotation", f"{where} must be an object, got {annotation!r}")
             gt_id = _class_id(annotation.get("class_id"), f"{where} `class_id`")
             if gt_id not in class_map:
-                raise SampleError("unknown_class_id",
-                                  f"{where} has class_id {gt_id}, which `class-map` {class_map} does not name")
+                raise SampleError(
+                    "unknown_class_id", f"{where} has class_id {gt_id}, which `class-map` {class_map} does not name"
+                )
             left = _number(annotation.get("left"), f"{where} `left`")
             top = _number(annotation.get("top"), f"{where} `top`")
             width = _number(annotation.get("width"), f"{where} `width`")
             height = _number(annotation.get("height"), f"{where} `height`")
             attributes: tuple[tuple[str, str], ...] = ()
-            if isinstance(confidences, list) and index < len(confidences) and isinstance(confidences[index], dict):
-                if "confidence" in confidences[index]:
-                    attributes = (("confidence", str(confidences[index]["confidence"])),)
-            objects.append(ObjectAnnotation(class_map[gt_id], (left, top, left + width, top + height),
-                                            attributes=attributes))
+            confidence = confidences[index] if isinstance(confidences, list) and index < len(confidences) else None
+            if isinstance(confidence, dict) and "confidence" in confidence:
+                attributes = (("confidence", str(confidence["confidence"])),)
+            objects.append(
+                ObjectAnnotation(class_map[gt_id], (left, top, left + width, top + height), attributes=attributes)
+            )
             used[gt_id] = class_map[gt_id]
         declared = None
         sizes = value.get("image_size")
@@ -284,10 +295,9 @@ class SageMakerGroundTruthSource:
             width_value, height_value = sizes[0].get("width"), sizes[0].get("height")
             if isinstance(width_value, int) and isinstance(height_value, int) and width_value > 0 and height_value > 0:
                 declared = (width_value, height_value)
-        return Sample(declared_size=declared, objects=tuple(objects), **base), used
+        return replace(base, declared_size=declared, objects=tuple(objects)), used
 
-    def _segmentation(self, value: Any, metadata: Mapping[str, Any],
-                      base: dict[str, Any]) -> tuple[Sample, dict[int, str]]:
+    def _segmentation(self, value: Any, metadata: Mapping[str, Any], base: Sample) -> tuple[Sample, dict[int, str]]:
         if not isinstance(value, str) or not value:
             raise SampleError("malformed_annotation", f"segmentation label must be a mask URI, got {value!r}")
         color_map = _mapping(metadata, "internal-color-map", "metadata")
@@ -309,5 +319,4 @@ class SageMakerGroundTruthSource:
         except SampleError as error:
             raise SampleError(error.code, f"segmentation mask: {error.message}") from None
         mask = SegmentationMask(mask_path, tuple(index_to_class), tuple(color_to_class))
-        return Sample(segmentation=mask, **base), used
-
+        return replace(base, segmentation=mask), used

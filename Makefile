@@ -24,7 +24,9 @@ demo: install
 test: install
 	$(BIN)/ruff check converter tests scripts
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests: that is a failure" >&2; fi; \
+	exit $$status
 
 lint: install
 	$(BIN)/ruff check converter tests scripts

@@ -114,7 +114,7 @@ class TerminalEvents(JsonLogEvents):
             f"{summary['converted']} of {summary['input_samples']} samples converted "
             f"({', '.join(f'{split} {count}' for split, count in summary['converted_by_split'].items())}); "
             f"{summary['skipped']} skipped, {summary['clipped_boxes']} boxes clipped, "
-            f"{summary['dropped_boxes']} dropped",
+            f"{summary['dropped_boxes']} dropped; details in report.json",
             err=True,
         )
 
@@ -145,7 +145,7 @@ def convert(
             "--annotations",
             envvar="DATASET_CONVERTER_ANNOTATIONS",
             rich_help_panel=INPUT_PANEL,
-            help="Annotation file (a Ground Truth output manifest), or a folder holding exactly one; default /data_in.",
+            help="Annotation file (a Ground Truth output manifest), or a folder holding exactly one.",
         ),
     ] = Path("/data_in"),
     images: Annotated[
@@ -183,7 +183,7 @@ def convert(
             envvar="DATASET_CONVERTER_OUTPUT",
             rich_help_panel=OUTPUT_PANEL,
             file_okay=False,
-            help="Output folder; created if absent; default /data_out.",
+            help="Output folder; created if absent.",
         ),
     ] = Path("/data_out"),
     output_format: Annotated[
@@ -227,7 +227,7 @@ def convert(
         typer.Option(
             "--seed",
             rich_help_panel=SPLIT_PANEL,
-            help="Seed of the split and of the record order; default 0.",
+            help="Seed of the split and of the record order.",
         ),
     ] = 0,
     classes: Annotated[

@@ -167,10 +167,15 @@ class SageMakerGroundTruthSource:
                     continue
                 yield _ParsedLine(line_number, content)
 
-    def _choose_attribute(self, lines: list[_ParsedLine]) -> str | None:
+    def _choose_attribute(self) -> str | None:
+        """The label attribute for the whole manifest; a first, streaming pass when none was given.
+
+        Two passes instead of holding every parsed line: a million parsed JSON lines take
+        gigabytes, the samples built from them a fraction of that.
+        """
         if self.label_attribute is not None:
             return self.label_attribute
-        counts = Counter(attribute for line in lines for attribute in label_attributes(line.content))
+        counts = Counter(attribute for line in self._lines([]) for attribute in label_attributes(line.content))
         if len(counts) <= 1:
             return next(iter(counts), None)
         listed = ", ".join(f"{name} ({count} lines)" for name, count in sorted(counts.items()))
@@ -181,11 +186,10 @@ class SageMakerGroundTruthSource:
 
     def read(self) -> SourceContents:
         skipped: list[SkippedSample] = []
-        lines = list(self._lines(skipped))
-        attribute = self._choose_attribute(lines)
+        attribute = self._choose_attribute()
         samples: list[Sample] = []
         class_ids: dict[str, int] = {}
-        for line in lines:
+        for line in self._lines(skipped):
             reference = line.content.get("source-ref")
             location = SampleLocation(
                 str(self.manifest), line.line_number, reference if isinstance(reference, str) else None

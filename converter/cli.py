@@ -9,6 +9,7 @@ Logs go to stderr: a progress bar on a terminal, otherwise one JSON object per l
 from __future__ import annotations
 
 import enum
+import importlib.util
 import json
 import sys
 import time
@@ -16,16 +17,18 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+import yaml
 
 from converter import __version__
 from converter.core.classes import load_pinned_classes
 from converter.core.pipeline import ConvertConfig, SkipLimit, run
 from converter.core.report import ReportDocument
 from converter.core.shard import megabytes_to_bytes
-from converter.core.split import parse_split_fractions
+from converter.core.split import SPLIT_NAMES, parse_split_fractions
 from converter.core.verify import verify_dataset
 from converter.errors import ConverterError, UsageError
 from converter.sinks import SINKS
+from converter.sinks.tfrecord import check_record_contents
 from converter.sources import SOURCES, SourceOptions
 
 app = typer.Typer(
@@ -304,20 +307,38 @@ def convert(
 def verify(
     dataset: Annotated[
         Path,
-        typer.Argument(
-            help="Output folder of a conversion, or its dataset_info.yaml.",
-            exists=True,
-        ),
+        typer.Argument(help="Output folder of a conversion, or its dataset_info.yaml.", exists=True),
     ],
+    records: Annotated[
+        bool,
+        typer.Option(
+            "--records/--no-records",
+            help="Also parse every record with TensorFlow and check keys, boxes, class ids and image hashes.",
+        ),
+    ] = True,
 ) -> None:
-    """Check that every shard listed in dataset_info.yaml is present, intact and holds its records."""
+    """Check that every shard listed in dataset_info.yaml is present, intact and holds what it should."""
     info_path = dataset / "dataset_info.yaml" if dataset.is_dir() else dataset
-    records, problems = verify_dataset(info_path)
+    count, problems = verify_dataset(info_path)
+    checked = "shard sizes, sha256, CRCs and counts"
+    if records and not problems:
+        info = yaml.safe_load(info_path.read_text(encoding="utf-8"))
+        if info.get("record_layout", {}).get("layout") == "object_detection_api":
+            if importlib.util.find_spec("tensorflow") is None:
+                typer.echo("NOTE: TensorFlow is not installed, so record contents were not parsed", err=True)
+            else:
+                shards = [
+                    info_path.parent / shard["file"]
+                    for split in SPLIT_NAMES
+                    for shard in info.get(split, {}).get("shards", [])
+                ]
+                _, problems = check_record_contents(shards, list(info["classes"]))
+                checked += ", and every record parsed by TensorFlow"
     for problem in problems:
         typer.echo(f"ERROR: {problem}", err=True)
     if problems:
         raise typer.Exit(code=1)
-    typer.echo(f"OK: {records} records in the shards listed by {info_path}")
+    typer.echo(f"OK: {count} records in the shards listed by {info_path} ({checked})")
 
 
 @app.command("version")

@@ -41,6 +41,25 @@ IMAGE_CLASS_LABEL = "image/class/label"
 IMAGE_CLASS_TEXT = "image/class/text"
 SEGMENTATION_ENCODED = "image/segmentation/class/encoded"
 SEGMENTATION_FORMAT = "image/segmentation/class/format"
+_RECORD_KEYS = (
+    IMAGE_ENCODED,
+    IMAGE_FORMAT,
+    IMAGE_HEIGHT,
+    IMAGE_WIDTH,
+    IMAGE_FILENAME,
+    IMAGE_SOURCE_ID,
+    IMAGE_SHA256,
+    BBOX_XMIN,
+    BBOX_XMAX,
+    BBOX_YMIN,
+    BBOX_YMAX,
+    OBJECT_CLASS_LABEL,
+    OBJECT_CLASS_TEXT,
+    OBJECT_AREA,
+    OBJECT_IS_CROWD,
+    IMAGE_CLASS_LABEL,
+    IMAGE_CLASS_TEXT,
+)  # every record carries all of these; the segmentation keys only records with a mask
 
 
 def object_detection_features(sample: EncodedSample) -> dict[str, Feature]:
@@ -100,26 +119,67 @@ class TFRecordSink:
             "layout": "object_detection_api",
             "class_id_offset": 1,
             "boxes": "normalized [0, 1], displayed frame (EXIF orientation applied), clipped",
-            "keys": sorted(
-                [
-                    IMAGE_ENCODED,
-                    IMAGE_FORMAT,
-                    IMAGE_HEIGHT,
-                    IMAGE_WIDTH,
-                    IMAGE_FILENAME,
-                    IMAGE_SOURCE_ID,
-                    IMAGE_SHA256,
-                    BBOX_XMIN,
-                    BBOX_XMAX,
-                    BBOX_YMIN,
-                    BBOX_YMAX,
-                    OBJECT_CLASS_LABEL,
-                    OBJECT_CLASS_TEXT,
-                    OBJECT_AREA,
-                    OBJECT_IS_CROWD,
-                    IMAGE_CLASS_LABEL,
-                    IMAGE_CLASS_TEXT,
-                ]
-            ),
+            "keys": sorted(_RECORD_KEYS),
             "segmentation_keys": [SEGMENTATION_ENCODED, SEGMENTATION_FORMAT],
         }
+
+
+def check_record_contents(shard_paths: list[Path], classes: list[str]) -> tuple[int, list[str]]:
+    """Parse every record with TensorFlow, the reference reader, and check what it holds.
+
+    Each record must parse as a `tf.train.Example` with every Object Detection API key;
+    `image/encoded` must be non-empty and match `image/key/sha256`; boxes must lie in
+    [0, 1] with min < max; object and image class ids must lie in 1..len(classes) and
+    agree with their texts; per-object lists must have equal lengths.
+    Returns (records parsed, problems).
+    """
+    import hashlib
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter is not our output
+    import tensorflow as tf
+
+    required = set(_RECORD_KEYS)
+    problems: list[str] = []
+    parsed = 0
+    for path in shard_paths:
+        for index, raw in enumerate(tf.data.TFRecordDataset(str(path))):
+            where = f"{path.name} record {index}"
+            parsed += 1
+            try:
+                feature = tf.train.Example.FromString(raw.numpy()).features.feature
+            except Exception as error:  # protobuf's DecodeError has no stable import path
+                problems.append(f"{where}: not a tf.train.Example ({error})")
+                continue
+            missing = sorted(required - set(feature.keys()))
+            if missing:
+                problems.append(f"{where}: missing keys {missing}")
+                continue
+            problems += [f"{where}: {problem}" for problem in _record_problems(feature, classes, hashlib.sha256)]
+    return parsed, problems
+
+
+def _record_problems(feature: Any, classes: list[str], sha256: Any) -> list[str]:
+    problems = []
+    encoded = feature[IMAGE_ENCODED].bytes_list.value
+    if len(encoded) != 1 or not encoded[0]:
+        problems.append("image/encoded is empty")
+    elif sha256(encoded[0]).hexdigest().encode() != feature[IMAGE_SHA256].bytes_list.value[0]:
+        problems.append("image/key/sha256 does not match image/encoded")
+    boxes = [list(feature[key].float_list.value) for key in (BBOX_XMIN, BBOX_YMIN, BBOX_XMAX, BBOX_YMAX)]
+    labels = list(feature[OBJECT_CLASS_LABEL].int64_list.value)
+    texts = [text.decode() for text in feature[OBJECT_CLASS_TEXT].bytes_list.value]
+    lengths = {len(values) for values in [*boxes, labels, texts]}
+    if len(lengths) != 1:
+        return [*problems, f"per-object lists have different lengths {sorted(lengths)}"]
+    for x_min, y_min, x_max, y_max in zip(*boxes, strict=True):
+        if not (0 <= x_min < x_max <= 1 and 0 <= y_min < y_max <= 1):
+            problems.append(f"box {(x_min, y_min, x_max, y_max)} is not a normalized, non-empty box")
+    image_labels = list(feature[IMAGE_CLASS_LABEL].int64_list.value)
+    image_texts = [text.decode() for text in feature[IMAGE_CLASS_TEXT].bytes_list.value]
+    for label, text in zip(labels + image_labels, texts + image_texts, strict=True):
+        if not 1 <= label <= len(classes):
+            problems.append(f"class id {label} outside 1..{len(classes)}")
+        elif classes[label - 1] != text:
+            problems.append(f"class id {label} is {classes[label - 1]!r} in dataset_info.yaml, record says {text!r}")
+    return problems

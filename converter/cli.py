@@ -266,6 +266,10 @@ def convert(
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="'-s' / '--split'") from None
     try:
+        max_shard_bytes = megabytes_to_bytes(partition)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="'-p' / '--partition'") from None
+    try:
         skip_limit = SkipLimit.parse(max_skipped) if max_skipped is not None else None
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="'--max-skipped'") from None
@@ -291,7 +295,7 @@ def convert(
         )
         result = run(
             SOURCES[source_name].build(options),
-            SINKS[output_format.value](megabytes_to_bytes(partition)),
+            SINKS[output_format.value](max_shard_bytes),
             config,
             events,
         )

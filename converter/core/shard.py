@@ -8,6 +8,7 @@ fewer shards (each shard is filled as far as the next record allows).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 MEBIBYTE = 1 << 20  # `--partition` counts MB as MiB, like `ls -lh` and `du -h`
@@ -15,8 +16,8 @@ MEBIBYTE = 1 << 20  # `--partition` counts MB as MiB, like `ls -lh` and `du -h`
 
 def megabytes_to_bytes(megabytes: float) -> int:
     """`--partition 100` -> 104857600."""
-    if not megabytes > 0:
-        raise ValueError(f"shard size must be positive, got {megabytes} MB")
+    if not (megabytes > 0 and math.isfinite(megabytes)):
+        raise ValueError(f"shard size must be positive and finite, got {megabytes} MB")
     return int(megabytes * MEBIBYTE)
 
 

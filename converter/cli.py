@@ -26,7 +26,7 @@ from converter.core.report import ReportDocument
 from converter.core.shard import megabytes_to_bytes
 from converter.core.split import SPLIT_NAMES, parse_split_fractions
 from converter.core.verify import verify_dataset
-from converter.errors import ConverterError, UsageError
+from converter.errors import ConverterError, SampleLocation, UsageError
 from converter.sinks import SINKS
 from converter.sinks.tfrecord import check_record_contents
 from converter.sources import SOURCES, SourceOptions
@@ -74,8 +74,8 @@ class JsonLogEvents:
             self._last_progress = now
             self.log("progress", done=self._done, total=self._total)
 
-    def sample_skipped(self, location: str, code: str, reason: str) -> None:
-        self.log("skipped", sample=location, code=code, reason=reason)
+    def sample_skipped(self, location: SampleLocation, code: str, reason: str) -> None:
+        self.log("skipped", file=location.file, line=location.line, key=location.key, code=code, reason=reason)
 
     def finished(self, document: ReportDocument) -> None:
         self.log("finished", **document["summary"])
@@ -106,7 +106,7 @@ class TerminalEvents(JsonLogEvents):
     def sample_done(self) -> None:
         self._progress.advance(self._task)
 
-    def sample_skipped(self, location: str, code: str, reason: str) -> None:
+    def sample_skipped(self, location: SampleLocation, code: str, reason: str) -> None:
         self._skipped += 1
         self._progress.update(self._task, skipped=self._skipped)
 

@@ -31,7 +31,9 @@ from converter.errors import SampleError
 
 EXIF_ORIENTATION_TAG = 0x0112
 _TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})  # rotated by 90 or 270 degrees
-_TRAILERS = {"jpeg": b"\xff\xd9", "png": b"IEND\xaeB`\x82"}
+_JPEG_END = b"\xff\xd9"
+_JPEG_START_OF_SCAN = 0xDA
+_PNG_END = b"IEND\xaeB`\x82"
 
 
 def reference_parts(reference: str) -> tuple[str, tuple[str, ...]]:
@@ -131,7 +133,9 @@ def probe_image(data: bytes) -> ImageInfo:
     """Format and displayed size of an encoded image, without decoding its pixels.
 
     Truncated JPEG and PNG files are caught by their missing end marker, which costs
-    nothing; a full decode would catch more corruption at 50 times the cost.
+    nothing; a full decode would catch more corruption at 50 times the cost. The marker
+    is looked for after the image data starts, not at the very end of the file: cameras
+    append data after it (motion photos append a whole video).
     """
     if not data:
         raise SampleError("corrupt_image", "image file is empty")
@@ -140,13 +144,39 @@ def probe_image(data: bytes) -> ImageInfo:
             image_format = (image.format or "").lower()
             width, height = image.size
             orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1) if image_format == "jpeg" else 1
+            data_offset = image.tile[0][2] if image.tile else 0
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise SampleError("corrupt_image", f"image cannot be read: {error}") from None
-    trailer = _TRAILERS.get(image_format)
-    if trailer is not None and trailer not in data[-64:]:
-        raise SampleError("corrupt_image", f"{image_format} image is truncated (no end marker)")
+    if image_format == "jpeg":
+        scan_start = _jpeg_scan_start(data)
+        if scan_start is None or data.find(_JPEG_END, scan_start) == -1:
+            raise SampleError("corrupt_image", "jpeg image is truncated (no end-of-image marker after its scan data)")
+    elif image_format == "png" and data.find(_PNG_END, data_offset) == -1:
+        raise SampleError("corrupt_image", "png image is truncated (no IEND chunk)")
     if not isinstance(orientation, int) or not 1 <= orientation <= 8:
         orientation = 1
     if orientation in _TRANSPOSING_ORIENTATIONS:
         width, height = height, width
     return ImageInfo(format=image_format, width=width, height=height, exif_orientation=orientation)
+
+
+def _jpeg_scan_start(data: bytes) -> int | None:
+    """Offset of the first start-of-scan marker, walking the marker segments from the start.
+
+    Walking by segment lengths skips APP segments, so an embedded EXIF thumbnail (a whole
+    small JPEG with its own end marker) is never mistaken for the end of the image.
+    """
+    position = 2  # after the start-of-image marker
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+        elif marker == _JPEG_START_OF_SCAN:
+            return position
+        elif 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            position += 2
+        else:
+            position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+    return None

@@ -29,7 +29,7 @@ from converter.core.protocols import Sink, Source, SplitOutput
 from converter.core.report import Report, ReportDocument, write_json
 from converter.core.sample import Sample
 from converter.core.split import SplitFractions, SplitName, assign_split, seeded_order
-from converter.errors import SampleError
+from converter.errors import SampleError, SampleLocation, UsageError
 
 DATASET_INFO = "dataset_info.yaml"
 REPORT = "report.json"
@@ -93,7 +93,7 @@ class RunEvents(Protocol):
 
     def sample_done(self) -> None: ...
 
-    def sample_skipped(self, location: str, code: str, reason: str) -> None: ...
+    def sample_skipped(self, location: SampleLocation, code: str, reason: str) -> None: ...
 
     def finished(self, document: ReportDocument) -> None: ...
 
@@ -204,96 +204,112 @@ def _dataset_info(
 
 def run(source: Source, sink: Sink, config: ConvertConfig, events: RunEvents) -> RunResult:
     """Convert one export. Sample problems go to the report; only setup problems raise."""
+    staging = _create_staging(config.output_dir)
+    try:
+        return _convert_into(staging, source, sink, config, events)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
+def _create_staging(output_dir: Path) -> Path:
+    """A fresh staging folder in the output folder; checked before any work, so a read-only
+    or foreign-owned output fails in a second, not after the whole conversion."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in output_dir.glob(STAGING_PREFIX + "*"):
+            _remove(leftover)  # an interrupted earlier run's staging folder
+        staging = output_dir / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+        staging.mkdir()
+    except OSError as error:
+        raise UsageError(
+            f"cannot write to the output folder {output_dir}: {error.strerror}; in a container, run as a user "
+            'who may write there (docker run --user "$(id -u):$(id -g)" ...)'
+        ) from None
+    return staging
+
+
+def _convert_into(staging: Path, source: Source, sink: Sink, config: ConvertConfig, events: RunEvents) -> RunResult:
     contents = source.read()
     report = Report()
-    for skipped in contents.skipped:
-        report.add_skipped(skipped.location, skipped.code, skipped.reason)
     classes = build_class_list(contents.native_class_order, config.pinned_classes, config.allow_new_classes)
 
+    def skip(location: SampleLocation, code: str, reason: str) -> None:
+        report.add_skipped(location, code, reason)
+        events.sample_skipped(location, code, reason)
+
+    for skipped in contents.skipped:
+        skip(skipped.location, skipped.code, skipped.reason)
     admitted = []
     for sample in contents.samples:
         unknown = [name for name in sample.class_names() if name not in classes]
         if unknown:
-            report.add_skipped(
+            skip(
                 sample.location,
                 "unknown_class",
                 f"classes {unknown} are not in the --classes list; add them to it or pass --allow-new-classes",
             )
         else:
             admitted.append(sample)
-    for entry in report.skipped:
-        events.sample_skipped(f"{entry['file']}:{entry['line']}", entry["code"], entry["reason"])
 
     input_samples = len(contents.samples) + len(contents.skipped)
     allowed_skips = config.max_skipped.allowed(input_samples) if config.max_skipped else None
     plan = _plan_splits(admitted, config)
     events.started(len(admitted), len(report.skipped))
 
-    config.output_dir.mkdir(parents=True, exist_ok=True)
-    for leftover in config.output_dir.glob(STAGING_PREFIX + "*"):
-        _remove(leftover)  # an interrupted earlier run's staging folder
-    staging = config.output_dir / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
-    staging.mkdir()
     failure: str | None = None
     outputs: dict[SplitName, SplitOutput] = {}
     counts: dict[SplitName, _ClassCounts] = {}
-    try:
-        for split, members in plan.items():
-            writer = sink.open_split(staging, split)
-            counts[split] = _ClassCounts({}, {})
-            for sample in members:
-                if allowed_skips is not None and len(report.skipped) > allowed_skips:
-                    break
-                try:
-                    encoded = materialize(sample, classes)
-                except SampleError as error:
-                    entry = report.add_skipped(sample.location, error.code, error.message)
-                    events.sample_skipped(str(sample.location), entry["code"], entry["reason"])
-                    continue
-                writer.write(encoded)
-                counts[split].add(encoded)
-                for note in encoded.notes:
-                    report.add_object_note(sample.location, note.object_index, note.code, note.message)
-                for warning in encoded.warnings:
-                    report.add_warning(sample.location, warning)
-                events.sample_done()
-            outputs[split] = writer.close()
+    for split, members in plan.items():
+        writer = sink.open_split(staging, split)
+        counts[split] = _ClassCounts({}, {})
+        for sample in members:
+            if allowed_skips is not None and len(report.skipped) > allowed_skips:
+                break
+            try:
+                encoded = materialize(sample, classes)
+            except SampleError as error:
+                skip(sample.location, error.code, error.message)
+                continue
+            writer.write(encoded)
+            counts[split].add(encoded)
+            for note in encoded.notes:
+                report.add_object_note(sample.location, note.object_index, note.code, note.message)
+            for warning in encoded.warnings:
+                report.add_warning(sample.location, warning)
+            events.sample_done()
+        outputs[split] = writer.close()
 
-        converted: dict[str, int] = {
-            split: sum(shard.records for shard in output.shards) for split, output in outputs.items()
-        }
-        if allowed_skips is not None and len(report.skipped) > allowed_skips:
-            failure = (
-                f"{len(report.skipped)} of {input_samples} input samples were skipped, more than "
-                f"--max-skipped allows ({allowed_skips}); conversion stopped"
-            )
-        elif sum(converted.values()) == 0:
-            failure = f"none of the {input_samples} input samples could be converted"
-        document = report.document(input_samples=input_samples, converted_by_split=converted, failure=failure)
-        write_json(staging / REPORT, document)
-        if failure:
-            _commit_report_only(staging, config.output_dir)
-        else:
-            info = _dataset_info(
-                classes,
-                outputs,
-                counts,
-                config,
-                sink,
-                {
-                    **contents.description,
-                    "samples": input_samples,
-                    "converted": document["summary"]["converted"],
-                    "skipped": document["summary"]["skipped"],
-                },
-            )
-            (staging / DATASET_INFO).write_text(
-                yaml.safe_dump(info, sort_keys=False, allow_unicode=True), encoding="utf-8"
-            )
-            _commit(staging, config.output_dir, [output.folder for output in outputs.values()] + [REPORT, DATASET_INFO])
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+    converted: dict[str, int] = {
+        split: sum(shard.records for shard in output.shards) for split, output in outputs.items()
+    }
+    if allowed_skips is not None and len(report.skipped) > allowed_skips:
+        failure = (
+            f"{len(report.skipped)} of {input_samples} input samples were skipped, more than "
+            f"--max-skipped allows ({allowed_skips}); conversion stopped"
+        )
+    elif sum(converted.values()) == 0:
+        failure = f"none of the {input_samples} input samples could be converted"
+    document = report.document(input_samples=input_samples, converted_by_split=converted, failure=failure)
+    write_json(staging / REPORT, document)
+    if failure:
+        _commit_report_only(staging, config.output_dir)
+    else:
+        info = _dataset_info(
+            classes,
+            outputs,
+            counts,
+            config,
+            sink,
+            {
+                **contents.description,
+                "samples": input_samples,
+                "converted": document["summary"]["converted"],
+                "skipped": document["summary"]["skipped"],
+            },
+        )
+        (staging / DATASET_INFO).write_text(yaml.safe_dump(info, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        _commit(staging, config.output_dir, [output.folder for output in outputs.values()] + [REPORT, DATASET_INFO])
     events.finished(document)
     return RunResult(report=document, succeeded=failure is None)
 

@@ -73,10 +73,8 @@ class Report:
     objects: list[ObjectEntry] = field(default_factory=list)
     warnings: list[WarningEntry] = field(default_factory=list)
 
-    def add_skipped(self, location: SampleLocation, code: str, reason: str) -> SkippedEntry:
-        entry: SkippedEntry = {**_located(location), "code": code, "reason": reason}
-        self.skipped.append(entry)
-        return entry
+    def add_skipped(self, location: SampleLocation, code: str, reason: str) -> None:
+        self.skipped.append({**_located(location), "code": code, "reason": reason})
 
     def add_object_note(self, location: SampleLocation, object_index: int, code: str, message: str) -> None:
         self.objects.append({**_located(location), "object": object_index, "code": code, "message": message})

@@ -168,17 +168,21 @@ class SageMakerGroundTruthSource:
                 yield _ParsedLine(line_number, content)
 
     def _choose_attribute(self) -> str | None:
-        """The label attribute for the whole manifest; a first, streaming pass when none was given.
+        """The label attribute for the whole manifest, from a first, streaming pass.
 
         Two passes instead of holding every parsed line: a million parsed JSON lines take
         gigabytes, the samples built from them a fraction of that.
         """
-        if self.label_attribute is not None:
-            return self.label_attribute
         counts = Counter(attribute for line in self._lines([]) for attribute in label_attributes(line.content))
+        listed = ", ".join(f"{name} ({count} lines)" for name, count in sorted(counts.items())) or "none"
+        if self.label_attribute is not None:
+            if self.label_attribute not in counts:
+                raise UsageError(
+                    f"no line of {self.manifest} has the label attribute {self.label_attribute!r}; found: {listed}"
+                )
+            return self.label_attribute
         if len(counts) <= 1:
             return next(iter(counts), None)
-        listed = ", ".join(f"{name} ({count} lines)" for name, count in sorted(counts.items()))
         raise UsageError(
             f"{self.manifest} has several label attributes: {listed}; choose one with --label-attribute "
             "(for an adjustment job, the adjusted one)"

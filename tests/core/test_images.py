@@ -271,3 +271,28 @@ _SAMPLES = {"jpeg": jpeg_bytes(32, 24, seed=3), "png": png_bytes(32, 24, seed=3)
 def test_any_truncation_is_corrupt(kind: str, fraction: float) -> None:
     data = _SAMPLES[kind]
     _corrupt(data[: int(len(data) * fraction)])
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "png"])
+def test_data_appended_after_the_end_marker_is_accepted(kind: str) -> None:
+    """Cameras append data after the end marker (motion photos append a video): still a whole image."""
+    data = _SAMPLES[kind] + random.Random(1).randbytes(5000)
+    assert probe_image(data).format == kind
+
+
+def test_truncated_jpeg_with_an_exif_thumbnail_is_still_corrupt() -> None:
+    """The thumbnail inside APP1 has its own end marker; only the main image's counts."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    thumbnail = jpeg_bytes(16, 12, seed=5)
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    exif_bytes = exif.tobytes() + thumbnail  # an end marker early in the file, inside APP1
+    stream = BytesIO()
+    Image.open(BytesIO(jpeg_bytes(64, 48, seed=6))).save(stream, "JPEG", exif=exif_bytes)
+    whole = stream.getvalue()
+    assert whole.find(b"\xff\xd9") < len(whole) - 2  # the thumbnail's marker comes first
+    assert probe_image(whole).format == "jpeg"
+    assert "truncated" in _corrupt(whole[: len(whole) - 50]).message

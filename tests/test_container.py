@@ -1,0 +1,274 @@
+"""The Docker image converts exactly as the installed package does: offline, from a read-only /data_in.
+
+The image is built once per session (or taken from $DATASET_CONVERTER_IMAGE). Real Ground
+Truth exports are converted inside it with `--network none` and /data_in mounted read-only,
+and in-process with the same options; the two outputs must agree byte for byte, apart from
+the input paths they record. Without a reachable Docker engine these tests skip, saying why;
+DATASET_CONVERTER_REQUIRE_DOCKER=1 (set by CI) turns that skip into a failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from converter.cli import app
+
+pytestmark = pytest.mark.container
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TEST_IMAGE = "dataset-converter:test"
+DATASET_INFO = "dataset_info.yaml"
+REPORT = "report.json"
+RUN_TIMEOUT_S = 300
+BUILD_OUTPUT_SHOWN = 30_000  # characters of `docker build` output a failure shows (its end)
+# Where the pcb_semseg manifest's `s3://pcbtest22/...` references resolve under /data_in.
+PCB_IMAGE_KEY = "label/s10.png"
+PCB_MASK_KEY = "label/S10-label3/annotations/consolidated-annotation/output/0_2022-09-09T17:25:31.918770.png"
+
+
+def _unavailable(reason: str) -> NoReturn:
+    """Skip for a developer without Docker; fail in CI, where the image must be tested."""
+    if os.environ.get("DATASET_CONVERTER_REQUIRE_DOCKER", "") not in ("", "0", "false", "no"):
+        pytest.fail(f"{reason}, and DATASET_CONVERTER_REQUIRE_DOCKER is set", pytrace=False)
+    pytest.skip(f"{reason} (DATASET_CONVERTER_REQUIRE_DOCKER=1 makes this a failure)")
+
+
+def _docker(*arguments: str, timeout: float | None = RUN_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *arguments], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _succeeded(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    """`result`, after asserting it exited 0; the message carries the command and its output."""
+    assert result.returncode == 0, (
+        f"`{' '.join(result.args)}` exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    )
+    return result
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    """A Docker engine answers `docker info` (DOCKER_HOST is honoured, as by every docker command)."""
+    if shutil.which("docker") is None:
+        _unavailable("no `docker` command on PATH")
+    try:
+        info = _docker("info", timeout=60)
+    except subprocess.TimeoutExpired:
+        _unavailable("`docker info` did not answer within 60 s")
+    if info.returncode != 0:
+        where = os.environ.get("DOCKER_HOST", "the default socket")
+        _unavailable(f"no Docker engine reachable at {where}: `docker info` said {info.stderr.strip()[-500:]!r}")
+
+
+@pytest.fixture(scope="session")
+def image(docker_engine: None) -> str:
+    """The image under test: $DATASET_CONVERTER_IMAGE if set, else built from the working tree.
+
+    `--network host` because engines without a bridge network (CI's) have no other network
+    to give the build, whose pip needs PyPI. The build's output is shown if it fails.
+    """
+    preset = os.environ.get("DATASET_CONVERTER_IMAGE")
+    if preset:
+        inspected = _docker("image", "inspect", preset)
+        if inspected.returncode != 0:
+            pytest.fail(
+                f"DATASET_CONVERTER_IMAGE={preset} is not an image of this engine: {inspected.stderr}", pytrace=False
+            )
+        return preset
+    build = subprocess.run(
+        ["docker", "build", "--network", "host", "-t", TEST_IMAGE, str(PROJECT_ROOT)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
+    )
+    if build.returncode != 0:
+        pytest.fail(
+            f"`docker build` exited {build.returncode}; the end of its output:\n{build.stdout[-BUILD_OUTPUT_SHOWN:]}",
+            pytrace=False,
+        )
+    return TEST_IMAGE
+
+
+def _run_container(
+    image: str,
+    arguments: Sequence[str],
+    *,
+    data_out: Path,
+    data_in: Path | None = None,
+    read_only_output: bool = False,
+    as_caller: bool = True,
+    entrypoint: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`docker run` as the README documents it: no network, /data_in read-only, /data_out bind-mounted.
+
+    `as_caller` passes `--user` with the caller's uid and gid, the documented way to make
+    the output the caller's and writable whoever owns the mounted folder; without it the
+    image's own non-root user runs. `--mount` rather than `-v`: a missing source is an
+    error instead of an empty folder Docker creates.
+    """
+    command = ["run", "--rm", "--network", "none"]
+    if as_caller:
+        command += ["--user", f"{os.getuid()}:{os.getgid()}"]
+    if data_in is not None:
+        command += ["--mount", f"type=bind,source={data_in},target=/data_in,readonly"]
+    command += ["--mount", f"type=bind,source={data_out},target=/data_out" + (",readonly" if read_only_output else "")]
+    if entrypoint is not None:
+        command += ["--entrypoint", entrypoint]
+    return _docker(*command, image, *arguments)
+
+
+@dataclass(frozen=True)
+class Export:
+    """A Ground Truth export laid out as a user mounts it at /data_in, and how to convert it."""
+
+    folder: Path
+    options: tuple[str, ...]
+    samples: int
+
+
+def _cat_bbox(shared_samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Export:
+    """Bounding boxes, one negative image; a 0.25 MB partition cuts each split into several shards."""
+    return Export(shared_samples / "sagemaker_gt" / "cat_bbox", ("-s", "0.5", "-p", "0.25", "--seed", "7"), 4)
+
+
+def _pcb_semseg(shared_samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Export:
+    """Semantic segmentation, laid out like its bucket keys; its one 3.6 MB record outgrows the 1 MB partition."""
+    sample = shared_samples / "sagemaker_gt" / "pcb_semseg"
+    folder = tmp_path_factory.mktemp("pcb_semseg")
+    shutil.copyfile(sample / "output.manifest", folder / "output.manifest")
+    for key, source in ((PCB_IMAGE_KEY, sample / "s10.png"), (PCB_MASK_KEY, sample / "mask.png")):
+        (folder / key).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, folder / key)
+    return Export(folder, ("-s", "0.8,0.1,0.1", "-p", "1"), 1)
+
+
+EXPORTS: dict[str, Callable[[Path, pytest.TempPathFactory], Export]] = {
+    "cat_bbox": _cat_bbox,
+    "pcb_semseg": _pcb_semseg,
+}
+
+
+@pytest.fixture(scope="module", params=sorted(EXPORTS))
+def export(request: pytest.FixtureRequest, shared_samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Export:
+    return EXPORTS[request.param](shared_samples, tmp_path_factory)
+
+
+@dataclass(frozen=True)
+class Conversion:
+    export: Export
+    inside: Path  # written by the container
+    outside: Path  # written in-process by the installed package
+
+
+@pytest.fixture(scope="module")
+def conversion(export: Export, image: str, tmp_path_factory: pytest.TempPathFactory) -> Conversion:
+    """One export converted both ways with the same options.
+
+    The container gets the options alone, without the `convert` word, as the README shows
+    (`docker run ... dataset-converter -s 0.1`), and its default /data_in and /data_out.
+    """
+    inside = tmp_path_factory.mktemp("inside")
+    # pytest makes its folders private (0o700); an output folder is usually readable by all, and
+    # `verify` reads this one as the image's own user, as the README's verify command runs.
+    inside.chmod(0o755)
+    outside = tmp_path_factory.mktemp("outside")
+    _succeeded(_run_container(image, export.options, data_in=export.folder, data_out=inside))
+    result = CliRunner().invoke(app, ["convert", "-a", str(export.folder), "-o", str(outside), *export.options])
+    assert result.exit_code == 0, result.output
+    return Conversion(export, inside, outside)
+
+
+def _file_digests(folder: Path) -> dict[str, str]:
+    """Every file under `folder`, by relative path, with its sha256."""
+    return {
+        path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def _without_file_fields(value: Any) -> Any:
+    """A report with its `file` fields (the manifest's path, which differs in and out) removed."""
+    if isinstance(value, dict):
+        return {key: _without_file_fields(item) for key, item in value.items() if key != "file"}
+    if isinstance(value, list):
+        return [_without_file_fields(item) for item in value]
+    return value
+
+
+def test_container_output_equals_the_package_output(conversion: Conversion) -> None:
+    inside, outside = _file_digests(conversion.inside), _file_digests(conversion.outside)
+    assert sorted(inside) == sorted(outside)
+    shards_inside = {name: digest for name, digest in inside.items() if name not in (DATASET_INFO, REPORT)}
+    shards_outside = {name: digest for name, digest in outside.items() if name not in (DATASET_INFO, REPORT)}
+    assert shards_inside, "the conversion wrote no shard"
+    assert shards_inside == shards_outside
+
+    info_inside = yaml.safe_load((conversion.inside / DATASET_INFO).read_text(encoding="utf-8"))
+    info_outside = yaml.safe_load((conversion.outside / DATASET_INFO).read_text(encoding="utf-8"))
+    assert (info_inside["input"].pop("annotations"), info_inside["input"].pop("images")) == (
+        "/data_in/output.manifest",
+        "/data_in",
+    )
+    assert (info_outside["input"].pop("annotations"), info_outside["input"].pop("images")) == (
+        str(conversion.export.folder / "output.manifest"),
+        str(conversion.export.folder),
+    )
+    assert info_inside == info_outside
+    assert info_inside["input"]["converted"] == conversion.export.samples
+
+    report_inside = json.loads((conversion.inside / REPORT).read_text(encoding="utf-8"))
+    report_outside = json.loads((conversion.outside / REPORT).read_text(encoding="utf-8"))
+    assert _without_file_fields(report_inside) == _without_file_fields(report_outside)
+    assert report_inside["summary"]["status"] == "ok"
+
+
+def test_verify_in_the_container_accepts_its_output(conversion: Conversion, image: str) -> None:
+    """Run as the image's own non-root user, on a read-only mount: reading needs no write access.
+
+    `verify` parses every record with the image's TensorFlow, so this also proves the image's TensorFlow works.
+    """
+    result = _succeeded(
+        _run_container(
+            image, ["verify", "/data_out"], data_out=conversion.inside, read_only_output=True, as_caller=False
+        )
+    )
+    assert f"OK: {conversion.export.samples} records" in result.stdout
+    assert not result.stderr, "TensorFlow's start-up notices should be silenced (TF_ENABLE_ONEDNN_OPTS=0)"
+
+
+def test_container_without_arguments_converts_the_mounted_export(
+    image: str, shared_samples: Path, tmp_path: Path
+) -> None:
+    """The headline use: `docker run --rm --network none -v export:/data_in:ro -v out:/data_out image`."""
+    export = shared_samples / "sagemaker_gt" / "cat_bbox"
+    result = _succeeded(_run_container(image, [], data_in=export, data_out=tmp_path))
+
+    info = yaml.safe_load((tmp_path / DATASET_INFO).read_text(encoding="utf-8"))
+    assert info["input"]["annotations"] == "/data_in/output.manifest"
+    assert info["input"]["converted"] == 4
+    assert info["split"] == {"train": 0.8, "validation": 0.2}
+    assert json.loads((tmp_path / REPORT).read_text(encoding="utf-8"))["summary"]["status"] == "ok"
+    events = [json.loads(line)["event"] for line in result.stderr.splitlines()]  # JSON lines, nothing else
+    assert events[0] == "started" and events[-1] == "finished"
+    owners = {path.stat().st_uid for path in tmp_path.rglob("*")}
+    assert owners == {os.getuid()}, "--user should make the output the caller's"
+
+
+def test_image_runs_as_a_numeric_non_root_user(image: str) -> None:
+    """Numeric, so Kubernetes' runAsNonRoot can check it without reading the image's /etc/passwd."""
+    user = _succeeded(_docker("image", "inspect", "--format", "{{.Config.User}}", image)).stdout.strip()
+    uid = user.split(":")[0]
+    assert uid.isdigit() and uid != "0", f"the image's USER is {user!r}"

@@ -15,29 +15,9 @@ import numpy as np
 import pytest
 from builders import convert, load_info, load_report, sha256_hex, verify
 from PIL import Image
-from readback import decode_png, read_all
+from readback import OD_API_KEYS, decode_png, read_all
 
 pytestmark = pytest.mark.shared_samples
-
-OD_API_KEYS = (
-    "image/encoded",
-    "image/format",
-    "image/height",
-    "image/width",
-    "image/filename",
-    "image/source_id",
-    "image/key/sha256",
-    "image/object/bbox/xmin",
-    "image/object/bbox/xmax",
-    "image/object/bbox/ymin",
-    "image/object/bbox/ymax",
-    "image/object/class/label",
-    "image/object/class/text",
-    "image/object/area",
-    "image/object/is_crowd",
-    "image/class/label",
-    "image/class/text",
-)
 
 
 def _records_by_source_id(output: Path) -> dict[str, tuple[str, dict[str, list[Any]]]]:

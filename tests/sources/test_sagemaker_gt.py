@@ -36,27 +36,8 @@ from builders import (
     write_rgb_mask,
 )
 from PIL import Image
-from readback import decode_png, read_all
+from readback import OD_API_KEYS, decode_png, read_all
 
-OD_API_KEYS = (
-    "image/encoded",
-    "image/format",
-    "image/height",
-    "image/width",
-    "image/filename",
-    "image/source_id",
-    "image/key/sha256",
-    "image/object/bbox/xmin",
-    "image/object/bbox/xmax",
-    "image/object/bbox/ymin",
-    "image/object/bbox/ymax",
-    "image/object/class/label",
-    "image/object/class/text",
-    "image/object/area",
-    "image/object/is_crowd",
-    "image/class/label",
-    "image/class/text",
-)
 OBJECT_KEYS = tuple(key for key in OD_API_KEYS if key.startswith("image/object/"))
 
 Record = dict[str, list[Any]]

@@ -149,9 +149,10 @@ def probe_image(data: bytes) -> ImageInfo:
         raise SampleError("corrupt_image", f"image cannot be read: {error}") from None
     if image_format == "jpeg":
         scan_start = _jpeg_scan_start(data)
-        if scan_start is None or data.find(_JPEG_END, scan_start) == -1:
+        # rfind: the marker normally sits at the very end, so this reads a few bytes, not the whole scan
+        if scan_start is None or data.rfind(_JPEG_END, scan_start) == -1:
             raise SampleError("corrupt_image", "jpeg image is truncated (no end-of-image marker after its scan data)")
-    elif image_format == "png" and data.find(_PNG_END, data_offset) == -1:
+    elif image_format == "png" and data.rfind(_PNG_END, data_offset) == -1:
         raise SampleError("corrupt_image", "png image is truncated (no IEND chunk)")
     if not isinstance(orientation, int) or not 1 <= orientation <= 8:
         orientation = 1

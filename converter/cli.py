@@ -81,11 +81,10 @@ class JsonLogEvents:
         self.log("finished", **document["summary"])
 
 
-class TerminalEvents(JsonLogEvents):
+class TerminalEvents:
     """A progress bar on a terminal; skips are counted on the bar and listed in report.json."""
 
     def __init__(self) -> None:
-        super().__init__()
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self._progress = Progress(

@@ -73,7 +73,7 @@ class ImageResolver:
             for candidate in candidates:
                 path = self.root.joinpath(*candidate)
                 if path.is_file():
-                    if self._inside(path) is None:
+                    if not self._is_inside(path):
                         raise SampleError(
                             "unsafe_path", f"image {reference!r} resolves to {path}, a link out of {self.root}; refused"
                         )
@@ -91,12 +91,9 @@ class ImageResolver:
             )
         raise SampleError("missing_image", f"image {reference!r} not found under {self.root}")
 
-    def _inside(self, path: Path) -> Path | None:
-        """`path` if it is a file whose real location is inside the images folder."""
-        if not path.is_file():
-            return None
-        real = Path(os.path.realpath(path))
-        return path if real.is_relative_to(self._real_root) else None
+    def _is_inside(self, path: Path) -> bool:
+        """Whether the real location of `path` (symlinks followed) is inside the images folder."""
+        return Path(os.path.realpath(path)).is_relative_to(self._real_root)
 
     def _index(self) -> dict[str, list[Path]]:
         """File name -> files, built on first use: only references that miss by path need it."""
@@ -105,8 +102,8 @@ class ImageResolver:
             for folder, subfolders, files in os.walk(self.root):
                 subfolders.sort()
                 for file_name in sorted(files):
-                    path = self._inside(Path(folder) / file_name)
-                    if path is not None:
+                    path = Path(folder) / file_name
+                    if path.is_file() and self._is_inside(path):
                         index[file_name].append(path)
             self._files_by_name = dict(index)
         return self._files_by_name

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import importlib.util
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,13 +24,14 @@ from converter import __version__
 from converter.core.classes import load_pinned_classes
 from converter.core.pipeline import ConvertConfig, SkipLimit, run
 from converter.core.report import ReportDocument
+from converter.core.secret import Secret
 from converter.core.shard import megabytes_to_bytes
 from converter.core.split import SPLIT_NAMES, parse_split_fractions
 from converter.core.verify import verify_dataset
 from converter.errors import ConverterError, SampleLocation, UsageError
 from converter.sinks import SINKS
 from converter.sinks.tfrecord import check_record_contents
-from converter.sources import SOURCES, SourceOptions
+from converter.sources import SOURCES, LocatedExport, SourceOptions, locate_export
 
 app = typer.Typer(
     help="Turn annotation exports into training-ready datasets (size-sharded TFRecords, stable splits, a report).",
@@ -42,6 +44,36 @@ OutputFormat = enum.Enum("OutputFormat", {name: name for name in SINKS}, type=st
 SourceFormat = enum.Enum("SourceFormat", {name: name for name in SOURCES}, type=str)  # type: ignore[misc]
 
 INPUT_PANEL, SPLIT_PANEL, OUTPUT_PANEL = "Input", "Splits and classes", "Output"
+MASKS_PANEL, LABEL_STUDIO_PANEL = "Masks", "Label Studio server"
+LABEL_STUDIO_TOKEN_VARIABLE = "LABEL_STUDIO_API_KEY"
+
+
+class Overlap(enum.StrEnum):
+    order = "order"
+    priority = "priority"
+    combine = "combine"
+
+
+class AnnotationRule(enum.StrEnum):
+    ground_truth_then_newest = "ground-truth-then-newest"
+    newest = "newest"
+    oldest = "oldest"
+
+
+def _labelstudio_token(token_path: Path | None) -> Secret:
+    """The token from --labelstudio-token-path, else LABEL_STUDIO_API_KEY; wrapped so it never prints."""
+    if token_path is not None:
+        try:
+            token = token_path.read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise UsageError(f"cannot read --labelstudio-token-path {token_path}: {error.strerror}") from None
+        if not token:
+            raise UsageError(f"--labelstudio-token-path {token_path} is empty")
+        return Secret(token)
+    token = os.environ.get(LABEL_STUDIO_TOKEN_VARIABLE, "").strip()
+    if not token:
+        raise UsageError(f"no Label Studio token: set {LABEL_STUDIO_TOKEN_VARIABLE} or pass --labelstudio-token-path")
+    return Secret(token)
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -119,23 +151,6 @@ class TerminalEvents:
             f"{summary['dropped_boxes']} dropped; details in report.json",
             err=True,
         )
-
-
-def _locate_annotations(annotations: Path, source_name: str | None) -> tuple[str, Path, Path]:
-    """(source name, annotation file, default images folder) for an `-a` file or folder."""
-    if not annotations.exists():
-        hint = (
-            " (the container's default input; outside it pass -a/--annotations)"
-            if str(annotations) == "/data_in"
-            else ""
-        )
-        raise UsageError(f"annotations path {annotations} does not exist{hint}")
-    names = [source_name] if source_name else list(SOURCES)
-    if annotations.is_dir():
-        if len(names) > 1:
-            raise UsageError(f"pass --source: {annotations} is a folder and several formats are known")
-        return names[0], SOURCES[names[0]].find_annotations(annotations), annotations
-    return names[0], annotations, annotations.parent
 
 
 @app.command()
@@ -258,6 +273,75 @@ def convert(
             help="Fail (exit 1, no dataset) if more samples are skipped: a count (10) or a fraction (0.05 or 5%).",
         ),
     ] = None,
+    overlap: Annotated[
+        Overlap,
+        typer.Option(
+            "--overlap",
+            rich_help_panel=MASKS_PANEL,
+            help="Where shapes overlap in a class mask: later ones paint over earlier (order), the higher "
+            "--class-priority wins (priority), or the pixel gets a combination class like Canvas+Obstruction "
+            "(combine).",
+        ),
+    ] = Overlap.order,
+    class_priority: Annotated[
+        str | None,
+        typer.Option(
+            "--class-priority",
+            rich_help_panel=MASKS_PANEL,
+            help="With --overlap priority: comma-separated classes, highest priority first; unlisted classes rank "
+            "below them.",
+        ),
+    ] = None,
+    instance_masks: Annotated[
+        bool,
+        typer.Option(
+            "--instance-masks",
+            rich_help_panel=MASKS_PANEL,
+            help="Also write one PNG mask per object (image/object/mask, Model Garden style); a plain box paints "
+            "its rectangle.",
+        ),
+    ] = False,
+    masks: Annotated[
+        Path | None,
+        typer.Option(
+            "--masks",
+            rich_help_panel=INPUT_PANEL,
+            file_okay=False,
+            help="Mask folders: the folder of masks named like the images; default: masks/ beside the label map.",
+        ),
+    ] = None,
+    labelstudio_url: Annotated[
+        str | None,
+        typer.Option(
+            "--labelstudio-url",
+            rich_help_panel=LABEL_STUDIO_PANEL,
+            help="Pull annotations from a running Label Studio server instead of an export file (needs --project).",
+        ),
+    ] = None,
+    project: Annotated[
+        int | None,
+        typer.Option("--project", rich_help_panel=LABEL_STUDIO_PANEL, help="Label Studio project id."),
+    ] = None,
+    labelstudio_token_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--labelstudio-token-path",
+            rich_help_panel=LABEL_STUDIO_PANEL,
+            exists=True,
+            dir_okay=False,
+            help="File holding the Label Studio token (legacy or personal access token); default: the "
+            "LABEL_STUDIO_API_KEY environment variable. Never logged or written.",
+        ),
+    ] = None,
+    annotation_rule: Annotated[
+        AnnotationRule,
+        typer.Option(
+            "--annotation-rule",
+            rich_help_panel=LABEL_STUDIO_PANEL,
+            help="Which annotation of a Label Studio task with several: the ground-truth one, else the newest "
+            "(ground-truth-then-newest), the newest, or the oldest.",
+        ),
+    ] = AnnotationRule.ground_truth_then_newest,
 ) -> None:
     """Convert an annotation export into a dataset: shards per split, dataset_info.yaml and report.json."""
     try:
@@ -274,15 +358,32 @@ def convert(
         raise typer.BadParameter(str(error), param_hint="'--max-skipped'") from None
     if allow_new_classes and classes is None:
         raise typer.BadParameter("--allow-new-classes needs --classes", param_hint="'--allow-new-classes'")
+    priority = tuple(name.strip() for name in class_priority.split(",") if name.strip()) if class_priority else ()
+    if (overlap == Overlap.priority) != bool(priority):
+        raise typer.BadParameter(
+            "--overlap priority and --class-priority go together", param_hint="'--overlap' / '--class-priority'"
+        )
     events = TerminalEvents() if sys.stderr.isatty() else JsonLogEvents()
     try:
-        source_name, annotation_file, default_images = _locate_annotations(
-            annotations, source.value if source else None
-        )
-        images_root = images if images is not None else default_images
+        if labelstudio_url is not None:
+            if project is None:
+                raise UsageError("--labelstudio-url needs --project (the Label Studio project id)")
+            located = LocatedExport("labelstudio", None, annotations)
+        else:
+            located = locate_export(annotations, source.value if source else None)
+        images_root = images if images is not None else located.default_images
         if not images_root.is_dir():
             raise UsageError(f"images folder {images_root} does not exist")
-        options = SourceOptions(annotations=annotation_file, images=images_root, label_attribute=label_attribute)
+        options = SourceOptions(
+            annotations=located.annotations,
+            images=images_root,
+            label_attribute=label_attribute,
+            masks=masks,
+            labelstudio_url=labelstudio_url,
+            labelstudio_project=project,
+            labelstudio_token=_labelstudio_token(labelstudio_token_path) if labelstudio_url else None,
+            annotation_rule=annotation_rule.value,
+        )
         config = ConvertConfig(
             output_dir=output,
             fractions=fractions,
@@ -291,9 +392,12 @@ def convert(
             allow_new_classes=allow_new_classes,
             absolute_paths=absolute_paths,
             max_skipped=skip_limit,
+            overlap=overlap.value,
+            class_priority=priority,
+            instance_masks=instance_masks,
         )
         result = run(
-            SOURCES[source_name].build(options),
+            SOURCES[located.source_name].build(options),
             SINKS[output_format.value](max_shard_bytes),
             config,
             events,

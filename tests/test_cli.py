@@ -425,11 +425,11 @@ USAGE_ERRORS = [
     ("split-not-summing-to-one", lambda tmp: [*_good(tmp), "-s", "0.5,0.6"], ["--split", "sum to 1"]),
     ("split-not-a-number", lambda tmp: [*_good(tmp), "-s", "half"], ["--split", "half"]),
     ("missing-annotations", lambda tmp: ["-a", str(tmp / "nowhere.manifest")], ["nowhere.manifest", "does not exist"]),
-    ("two-manifests", _two_manifests, ["several manifests", "output.manifest", "other.manifest"]),
+    ("two-manifests", _two_manifests, ["several annotation exports", "output.manifest", "other.manifest"]),
     (
         "empty-folder",
         lambda tmp: ["-a", str(tmp)],
-        ["no Ground Truth output manifest found", "pass it with -a/--annotations"],
+        ["no annotation export found", "Ground Truth output manifest", "pass it with -a/--annotations"],
     ),
     ("allow-new-without-classes", lambda tmp: [*_good(tmp), "--allow-new-classes"], ["needs --classes"]),
     ("bad-max-skipped", lambda tmp: [*_good(tmp), "--max-skipped", "lots"], ["--max-skipped", "lots"]),

@@ -54,12 +54,25 @@ def read_class_mask(mask: SegmentationMask, class_ids: Mapping[str, int]) -> Cla
     try:
         with Image.open(mask.path) as image:
             mode = image.mode
+            if mask.alpha_class is not None:
+                return _map_alpha(image, mask, mask.alpha_class, class_ids)
             if mode in ("P", "L", "I;16", "I"):
                 return _map_values(np.asarray(image), mask, class_ids)
             rgb = np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise SampleError("corrupt_mask", f"mask {mask.path} cannot be read: {error}") from None
     return _map_colors(rgb, mask, class_ids)
+
+
+ALPHA_THRESHOLD = 128  # alpha is opacity: at least half opaque counts as foreground
+
+
+def _map_alpha(image: Image.Image, mask: SegmentationMask, name: str, class_ids: Mapping[str, int]) -> ClassIdMask:
+    if "A" not in image.getbands() and not (image.mode == "P" and "transparency" in image.info):
+        raise SampleError("malformed_mask", f"mask {mask.path} has no alpha channel (mode {image.mode})")
+    alpha = np.asarray(image.convert("RGBA").getchannel("A"))
+    result: ClassIdMask = np.where(alpha >= ALPHA_THRESHOLD, np.uint8(class_ids[name]), np.uint8(0))
+    return result
 
 
 def _class_id(name: str | None, class_ids: Mapping[str, int]) -> int:

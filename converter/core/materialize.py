@@ -5,6 +5,11 @@ bytes (never re-encoded), reads the displayed size from the header, normalizes b
 clips them to the image, and drops boxes that have no area left, telling the caller
 about every change so the report can list it.
 
+Shapes (polygons, RLE) are rasterized by `converter.core.rasterize` at the displayed
+size; objects without a box get the extent of their shape. When a run writes class
+masks, every record gets one (all background where a sample has nothing to paint), so
+all records share one feature layout; likewise instance masks and keypoints.
+
 Box rule: boxes are in the displayed frame (EXIF orientation applied), normalized by
 the size the annotation tool declared for the image, or by the displayed size when
 the export declares none. `image/height` and `image/width` are always the displayed
@@ -22,10 +27,29 @@ import numpy as np
 from converter.core.classes import ClassList
 from converter.core.images import ImageInfo, probe_image
 from converter.core.masks import MAX_MASK_CLASS_ID, encode_png, read_class_mask
-from converter.core.sample import Sample
+from converter.core.rasterize import (
+    BoolMask,
+    CombinationClasses,
+    OverlapPolicy,
+    compose_class_mask,
+    mask_bbox,
+    object_mask,
+)
+from converter.core.sample import ObjectAnnotation, Sample
 from converter.errors import SampleError
 
 BoxXYXY = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class RecordOptions:
+    """Which optional features every record of a run carries, and how masks are painted."""
+
+    class_masks: bool = False
+    instance_masks: bool = False
+    keypoints: bool = False
+    overlap: OverlapPolicy = "order"
+    class_priority: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -37,6 +61,15 @@ class EncodedObject:
     bbox_normalized: BoxXYXY
     area_pixels: float
     is_crowd: bool
+    mask_png: bytes | None = None
+
+
+@dataclass(frozen=True)
+class EncodedKeypoint:
+    class_id: int
+    class_name: str
+    x_normalized: float
+    y_normalized: float
 
 
 @dataclass(frozen=True)
@@ -44,13 +77,17 @@ class ObjectNote:
     """Something the materializer changed about one object (for the report)."""
 
     object_index: int
-    code: str  # "clipped" or "degenerate_box"
+    code: str  # "clipped", "degenerate_box", "keypoint_outside"
     message: str
 
 
 @dataclass(frozen=True)
 class EncodedSample:
-    """A sample with its image bytes and everything normalized; what sinks consume."""
+    """A sample with its image bytes and everything normalized; what sinks consume.
+
+    `segmentation_png` is None only when the run writes no class masks; `keypoints` is
+    None only when the run has none, so sinks can give all records the same keys.
+    """
 
     sample: Sample
     image_bytes: bytes
@@ -62,10 +99,17 @@ class EncodedSample:
     mask_class_ids: tuple[int, ...]
     notes: tuple[ObjectNote, ...]
     warnings: tuple[str, ...]
+    keypoints: tuple[EncodedKeypoint, ...] | None = None
 
     def class_ids_present(self) -> frozenset[int]:
         """Every class id the sample contains, through any kind of annotation."""
-        return frozenset(obj.class_id for obj in self.objects) | set(self.image_class_ids) | set(self.mask_class_ids)
+        keypoint_ids = {point.class_id for point in self.keypoints or ()}
+        return (
+            frozenset(obj.class_id for obj in self.objects)
+            | set(self.image_class_ids)
+            | set(self.mask_class_ids)
+            | keypoint_ids
+        )
 
 
 def _clip_box(box: BoxXYXY, width: float, height: float) -> BoxXYXY:
@@ -78,8 +122,22 @@ def _clip_box(box: BoxXYXY, width: float, height: float) -> BoxXYXY:
     )
 
 
-def materialize(sample: Sample, classes: ClassList) -> EncodedSample:
-    """Read and normalize one sample; raises `SampleError` if it cannot be written."""
+def _source_box(obj: ObjectAnnotation, covered: BoolMask | None) -> BoxXYXY | None:
+    """The box the source gave, else the polygons' extent, else the RLE mask's pixels."""
+    if obj.bbox_xyxy is not None:
+        return obj.bbox_xyxy
+    if obj.polygons and obj.rle is None:
+        bounds = [polygon.bounds() for polygon in obj.polygons]
+        return (
+            min(b[0] for b in bounds),
+            min(b[1] for b in bounds),
+            max(b[2] for b in bounds),
+            max(b[3] for b in bounds),
+        )
+    return mask_bbox(covered) if covered is not None else None
+
+
+def _read_image(sample: Sample) -> tuple[bytes, ImageInfo, list[str]]:
     try:
         image_bytes = sample.image_path.read_bytes()
     except OSError as error:
@@ -91,33 +149,59 @@ def materialize(sample: Sample, classes: ClassList) -> EncodedSample:
             f"EXIF orientation {image.exif_orientation}: displayed as {image.width}x{image.height}, stored as "
             f"{image.stored_size[0]}x{image.stored_size[1]}; boxes are in the displayed frame"
         )
+    return image_bytes, image, warnings
+
+
+def materialize(
+    sample: Sample,
+    classes: ClassList,
+    options: RecordOptions = RecordOptions(),
+    combinations: CombinationClasses | None = None,
+) -> EncodedSample:
+    """Read and normalize one sample; raises `SampleError` if it cannot be written."""
+    image_bytes, image, warnings = _read_image(sample)
     frame_width, frame_height = sample.declared_size or (image.width, image.height)
     if (frame_width, frame_height) != (image.width, image.height):
+        if sample.has_mask:
+            raise SampleError(
+                "mask_size_mismatch",
+                f"the export declares the image as {frame_width}x{frame_height} but it displays as "
+                f"{image.width}x{image.height}; its shapes cannot be rasterized onto it",
+            )
         warnings.append(
             f"the export declares the image as {frame_width}x{frame_height} but it displays as "
             f"{image.width}x{image.height}; boxes are normalized by the declared size"
         )
 
+    needs_pixels = options.class_masks or options.instance_masks
     objects: list[EncodedObject] = []
+    layers: list[tuple[int, BoolMask]] = []
     notes: list[ObjectNote] = []
     for index, obj in enumerate(sample.objects):
-        clipped = _clip_box(obj.bbox_xyxy, frame_width, frame_height)
+        covered = None
+        if obj.rle is not None or (needs_pixels and (obj.has_shape or options.instance_masks)):
+            covered = object_mask(obj, image.height, image.width)
+        source_box = _source_box(obj, covered)
+        if obj.has_shape and covered is not None and options.class_masks:
+            layers.append((classes.id_of(obj.class_name), covered))
+        if source_box is None:
+            notes.append(ObjectNote(index, "degenerate_box", f"object {index} ({obj.class_name}) covers no pixel"))
+            continue
+        clipped = _clip_box(source_box, frame_width, frame_height)
         x_min, y_min, x_max, y_max = clipped
         if x_max <= x_min or y_max <= y_min:
             notes.append(
                 ObjectNote(
                     index,
                     "degenerate_box",
-                    f"object {index} ({obj.class_name}) box {obj.bbox_xyxy} has no area inside the "
+                    f"object {index} ({obj.class_name}) box {source_box} has no area inside the "
                     f"{frame_width}x{frame_height} image; dropped",
                 )
             )
             continue
-        if clipped != obj.bbox_xyxy:
+        if clipped != source_box:
             notes.append(
-                ObjectNote(
-                    index, "clipped", f"object {index} ({obj.class_name}) box {obj.bbox_xyxy} clipped to {clipped}"
-                )
+                ObjectNote(index, "clipped", f"object {index} ({obj.class_name}) box {source_box} clipped to {clipped}")
             )
         scale_x, scale_y = image.width / frame_width, image.height / frame_height
         objects.append(
@@ -127,29 +211,39 @@ def materialize(sample: Sample, classes: ClassList) -> EncodedSample:
                 bbox_normalized=(x_min / frame_width, y_min / frame_height, x_max / frame_width, y_max / frame_height),
                 area_pixels=(x_max - x_min) * scale_x * (y_max - y_min) * scale_y,
                 is_crowd=obj.is_crowd,
+                mask_png=encode_png(covered.astype(np.uint8))
+                if options.instance_masks and covered is not None
+                else None,
             )
         )
 
     segmentation_png = None
     mask_class_ids: tuple[int, ...] = ()
-    if sample.segmentation is not None:
-        class_ids = {name: classes.id_of(name) for name in sample.segmentation.class_names()}
-        if class_ids and max(class_ids.values()) > MAX_MASK_CLASS_ID:
-            raise SampleError(
-                "too_many_classes",
-                f"mask class ids go up to {max(class_ids.values())}; PNG masks hold at most "
-                f"{MAX_MASK_CLASS_ID} classes",
-            )
-        mask = read_class_mask(sample.segmentation, class_ids)
-        if mask.shape != (image.height, image.width):
-            raise SampleError(
-                "mask_size_mismatch",
-                f"mask {sample.segmentation.path} is {mask.shape[1]}x{mask.shape[0]} but the image "
-                f"displays as {image.width}x{image.height}",
-            )
+    if options.class_masks:
+        mask = _class_mask(sample, classes, options, combinations, layers, image)
         segmentation_png = encode_png(mask)
         present = np.flatnonzero(np.bincount(mask.ravel(), minlength=256))  # faster than np.unique on uint8
         mask_class_ids = tuple(int(value) for value in present if value != 0)
+
+    keypoints: list[EncodedKeypoint] | None = None
+    if options.keypoints:
+        keypoints = []
+        for point_index, point in enumerate(sample.keypoints):
+            if not (0 <= point.x <= frame_width and 0 <= point.y <= frame_height):
+                notes.append(
+                    ObjectNote(
+                        point_index,
+                        "keypoint_outside",
+                        f"keypoint {point.class_name} at ({point.x}, {point.y}) is outside the "
+                        f"{frame_width}x{frame_height} image; dropped",
+                    )
+                )
+                continue
+            keypoints.append(
+                EncodedKeypoint(
+                    classes.id_of(point.class_name), point.class_name, point.x / frame_width, point.y / frame_height
+                )
+            )
 
     return EncodedSample(
         sample=sample,
@@ -162,4 +256,39 @@ def materialize(sample: Sample, classes: ClassList) -> EncodedSample:
         mask_class_ids=mask_class_ids,
         notes=tuple(notes),
         warnings=tuple(warnings),
+        keypoints=tuple(keypoints) if keypoints is not None else None,
     )
+
+
+def _class_mask(
+    sample: Sample,
+    classes: ClassList,
+    options: RecordOptions,
+    combinations: CombinationClasses | None,
+    layers: list[tuple[int, BoolMask]],
+    image: ImageInfo,
+) -> np.ndarray[tuple[int, int], np.dtype[np.uint8]]:
+    """The sample's class-index mask: its mask file (if any) with its shapes painted over."""
+    base = None
+    if sample.segmentation is not None:
+        class_ids = {name: classes.id_of(name) for name in sample.segmentation.class_names()}
+        if class_ids and max(class_ids.values()) > MAX_MASK_CLASS_ID:
+            raise SampleError(
+                "too_many_classes",
+                f"mask class ids go up to {max(class_ids.values())}; PNG masks hold at most "
+                f"{MAX_MASK_CLASS_ID} classes",
+            )
+        base = read_class_mask(sample.segmentation, class_ids)
+        if base.shape != (image.height, image.width):
+            raise SampleError(
+                "mask_size_mismatch",
+                f"mask {sample.segmentation.path} is {base.shape[1]}x{base.shape[0]} but the image "
+                f"displays as {image.width}x{image.height}",
+            )
+    if any(class_id > MAX_MASK_CLASS_ID for class_id, _ in layers):
+        raise SampleError("too_many_classes", f"PNG class masks hold at most {MAX_MASK_CLASS_ID} classes")
+    priority = tuple(classes.id_of(name) for name in options.class_priority)
+    mask = compose_class_mask(layers, image.height, image.width, options.overlap, priority, combinations, base)
+    if combinations is not None and len(classes) + len(combinations.names) > MAX_MASK_CLASS_ID:
+        raise SampleError("too_many_classes", f"overlap combinations push the class count past {MAX_MASK_CLASS_ID}")
+    return mask

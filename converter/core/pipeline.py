@@ -23,9 +23,10 @@ from typing import Any, Protocol
 import yaml
 
 from converter import __version__
-from converter.core.classes import ClassList, build_class_list
-from converter.core.materialize import EncodedSample, materialize
+from converter.core.classes import FIRST_CLASS_ID, build_class_list
+from converter.core.materialize import EncodedSample, RecordOptions, materialize
 from converter.core.protocols import Sink, Source, SplitOutput
+from converter.core.rasterize import CombinationClasses, OverlapPolicy
 from converter.core.report import Report, ReportDocument, write_json
 from converter.core.sample import Sample
 from converter.core.split import SplitFractions, SplitName, assign_split, seeded_order
@@ -84,6 +85,9 @@ class ConvertConfig:
     allow_new_classes: bool = False
     absolute_paths: bool = False
     max_skipped: SkipLimit | None = None
+    overlap: OverlapPolicy = "order"
+    class_priority: tuple[str, ...] = ()
+    instance_masks: bool = False
 
 
 class RunEvents(Protocol):
@@ -115,13 +119,10 @@ class _ClassCounts:
         for class_id in sample.class_ids_present():
             self.images[class_id] = self.images.get(class_id, 0) + 1
 
-    def by_name(self, classes: ClassList) -> dict[str, dict[str, int]]:
+    def by_name(self, names: Sequence[str]) -> dict[str, dict[str, int]]:
         return {
-            name: {
-                "objects": self.objects.get(classes.id_of(name), 0),
-                "images": self.images.get(classes.id_of(name), 0),
-            }
-            for name in classes.names
+            name: {"objects": self.objects.get(class_id, 0), "images": self.images.get(class_id, 0)}
+            for class_id, name in enumerate(names, start=FIRST_CLASS_ID)
         }
 
 
@@ -171,17 +172,18 @@ def _commit(staging: Path, output_dir: Path, names: Sequence[str]) -> None:
 
 
 def _dataset_info(
-    classes: ClassList,
+    class_names: Sequence[str],
     outputs: dict[SplitName, SplitOutput],
     counts: dict[SplitName, _ClassCounts],
     config: ConvertConfig,
-    sink: Sink,
+    layout: dict[str, Any],
+    masks: dict[str, Any] | None,
     input_description: dict[str, Any],
 ) -> dict[str, Any]:
     def path_of(relative: str) -> str:
         return str(config.output_dir.absolute() / relative) if config.absolute_paths else relative
 
-    info: dict[str, Any] = {"classes": list(classes.names)}
+    info: dict[str, Any] = {"classes": list(class_names)}
     for split, output in outputs.items():
         info[split] = {
             "annotations": path_of(output.folder),
@@ -191,9 +193,11 @@ def _dataset_info(
                 {"file": path_of(shard.file), "records": shard.records, "bytes": shard.bytes, "sha256": shard.sha256}
                 for shard in output.shards
             ],
-            "class_counts": counts[split].by_name(classes),
+            "class_counts": counts[split].by_name(class_names),
         }
-    info["record_layout"] = sink.describe_layout()
+    info["record_layout"] = layout
+    if masks is not None:
+        info["masks"] = masks
     info["seed"] = config.seed
     info["split"] = config.fractions.as_dict()
     info["converter"] = {"name": "dataset-converter", "version": __version__}
@@ -252,6 +256,17 @@ def _convert_into(staging: Path, source: Source, sink: Sink, config: ConvertConf
         else:
             admitted.append(sample)
 
+    unknown_priority = [name for name in config.class_priority if name not in classes]
+    if unknown_priority:
+        raise UsageError(f"--class-priority names classes this run does not have: {', '.join(unknown_priority)}")
+    options = RecordOptions(
+        class_masks=any(sample.has_mask for sample in admitted),
+        instance_masks=config.instance_masks,
+        keypoints=any(sample.keypoints for sample in admitted),
+        overlap=config.overlap,
+        class_priority=config.class_priority,
+    )
+    combinations = CombinationClasses(classes.names) if config.overlap == "combine" else None
     input_samples = len(contents.samples) + len(contents.skipped)
     allowed_skips = config.max_skipped.allowed(input_samples) if config.max_skipped else None
     plan = _plan_splits(admitted, config)
@@ -261,13 +276,13 @@ def _convert_into(staging: Path, source: Source, sink: Sink, config: ConvertConf
     outputs: dict[SplitName, SplitOutput] = {}
     counts: dict[SplitName, _ClassCounts] = {}
     for split, members in plan.items():
-        writer = sink.open_split(staging, split)
+        writer = sink.open_split(staging, split, options)
         counts[split] = _ClassCounts({}, {})
         for sample in members:
             if allowed_skips is not None and len(report.skipped) > allowed_skips:
                 break
             try:
-                encoded = materialize(sample, classes)
+                encoded = materialize(sample, classes, options, combinations)
             except SampleError as error:
                 skip(sample.location, error.code, error.message)
                 continue
@@ -295,12 +310,23 @@ def _convert_into(staging: Path, source: Source, sink: Sink, config: ConvertConf
     if failure:
         _commit_report_only(staging, config.output_dir)
     else:
+        combination_names = combinations.names if combinations else []
+        masks = None
+        if options.class_masks:
+            masks = {
+                "format": "png, single channel: 0 background, class ids from 1, 255 ignore",
+                "overlap": config.overlap,
+                **({"class_priority": list(config.class_priority)} if config.overlap == "priority" else {}),
+                **({"combinations": combinations.components()} if combinations else {}),
+                "instance_masks": config.instance_masks,
+            }
         info = _dataset_info(
-            classes,
+            [*classes.names, *combination_names],
             outputs,
             counts,
             config,
-            sink,
+            sink.describe_layout(options),
+            masks,
             {
                 **contents.description,
                 "samples": input_samples,

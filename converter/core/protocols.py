@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from converter.core.materialize import EncodedSample
+from converter.core.materialize import EncodedSample, RecordOptions
 from converter.core.sample import SourceContents
 from converter.core.shard import ShardInfo
 from converter.core.split import SplitName
@@ -46,8 +46,8 @@ class SplitWriter(Protocol):
 class Sink(Protocol):
     """An output format."""
 
-    def open_split(self, output_dir: Path, split: SplitName) -> SplitWriter: ...
+    def open_split(self, output_dir: Path, split: SplitName, options: RecordOptions) -> SplitWriter: ...
 
-    def describe_layout(self) -> dict[str, Any]:
+    def describe_layout(self, options: RecordOptions) -> dict[str, Any]:
         """The record layout, for dataset_info.yaml."""
         ...

@@ -28,23 +28,90 @@ def _check_finite(name: str, values: tuple[float, ...]) -> None:
 
 
 @dataclass(frozen=True)
+class Polygon:
+    """One polygon in displayed pixels: an exterior ring and optional holes.
+
+    Rings are flat coordinate tuples `(x0, y0, x1, y1, ...)`, open (the last vertex is
+    not repeated), in any winding order. Several `Polygon`s on one object are its parts
+    (a COCO polygon list, a GeoJSON MultiPolygon), painted as their union.
+    """
+
+    exterior: tuple[float, ...]
+    holes: tuple[tuple[float, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        for ring in (self.exterior, *self.holes):
+            if len(ring) % 2:
+                raise ValueError(f"a ring needs x,y pairs, got {len(ring)} numbers")
+            _check_finite("polygon", ring)
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        """`(x_min, y_min, x_max, y_max)` of the exterior ring."""
+        xs, ys = self.exterior[0::2], self.exterior[1::2]
+        return min(xs), min(ys), max(xs), max(ys)
+
+
+@dataclass(frozen=True)
+class RleMask:
+    """A binary mask in COCO's run-length encoding, at the image's displayed size.
+
+    `counts` alternate background and foreground run lengths in column-major order,
+    starting with background: uncompressed as ints, or COCO's compressed string form.
+    """
+
+    height: int
+    width: int
+    counts: tuple[int, ...] | str
+
+    def __post_init__(self) -> None:
+        if self.height <= 0 or self.width <= 0:
+            raise ValueError(f"RLE size must be positive, got {self.height}x{self.width}")
+
+
+@dataclass(frozen=True)
 class ObjectAnnotation:
-    """One annotated object.
+    """One annotated object: a box, a shape, or both.
 
     `bbox_xyxy` is `(x_min, y_min, x_max, y_max)` in displayed pixels, as the source
     gave it: it may reach outside the image or be degenerate; the materializer clips it
-    and reports what it changed, so nothing is altered silently here.
+    and reports what it changed, so nothing is altered silently here. Without a box, the
+    box is derived from the shape (the polygons' extent, or the RLE mask's pixels).
+
+    A shape (`polygons` or `rle`) is painted into the class mask; a plain box is not,
+    because a box is not a segmentation. A rotated rectangle arrives as a four-vertex
+    polygon plus its axis-aligned box.
     """
 
     class_name: str
-    bbox_xyxy: tuple[float, float, float, float]
+    bbox_xyxy: tuple[float, float, float, float] | None = None
+    polygons: tuple[Polygon, ...] = ()
+    rle: RleMask | None = None
     is_crowd: bool = False
     attributes: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.class_name:
             raise ValueError("class_name must not be empty")
-        _check_finite("bbox_xyxy", self.bbox_xyxy)
+        if self.bbox_xyxy is not None:
+            _check_finite("bbox_xyxy", self.bbox_xyxy)
+        if self.bbox_xyxy is None and not self.polygons and self.rle is None:
+            raise ValueError(f"object {self.class_name!r} has neither a box nor a shape")
+
+    @property
+    def has_shape(self) -> bool:
+        return bool(self.polygons) or self.rle is not None
+
+
+@dataclass(frozen=True)
+class Keypoint:
+    """A labelled point in displayed pixels."""
+
+    class_name: str
+    x: float
+    y: float
+
+    def __post_init__(self) -> None:
+        _check_finite("keypoint", (self.x, self.y))
 
 
 @dataclass(frozen=True)
@@ -55,15 +122,20 @@ class SegmentationMask:
     RGB colours for masks saved as colour images. A class of `None` is background. A
     pixel whose value is in neither mapping makes the sample fail: an unknown colour is
     never turned silently into background.
+
+    With `alpha_class`, the mask is read by its alpha channel alone: alpha is opacity, so
+    pixels at least half opaque (alpha >= 128) are that class and the rest background.
     """
 
     path: Path
-    index_to_class: tuple[tuple[int, str | None], ...]
+    index_to_class: tuple[tuple[int, str | None], ...] = ()
     color_to_class: tuple[tuple[tuple[int, int, int], str | None], ...] = ()
+    alpha_class: str | None = None
 
     def class_names(self) -> tuple[str, ...]:
         """The non-background classes the mask can contain, in mapping order."""
         names = [name for _, name in self.index_to_class] + [name for _, name in self.color_to_class]
+        names.append(self.alpha_class)
         return tuple(dict.fromkeys(name for name in names if name is not None))
 
 
@@ -82,6 +154,7 @@ class Sample:
     image_name: str
     declared_size: tuple[int, int] | None = None
     objects: tuple[ObjectAnnotation, ...] = ()
+    keypoints: tuple[Keypoint, ...] = ()
     image_labels: tuple[str, ...] = ()
     segmentation: SegmentationMask | None = None
     attributes: tuple[tuple[str, str], ...] = field(default=())
@@ -92,9 +165,15 @@ class Sample:
         if self.declared_size is not None and min(self.declared_size) <= 0:
             raise ValueError(f"declared_size must be positive, got {self.declared_size!r}")
 
+    @property
+    def has_mask(self) -> bool:
+        """Whether the sample contributes a class mask: a mask file or a painted shape."""
+        return self.segmentation is not None or any(obj.has_shape for obj in self.objects)
+
     def class_names(self) -> tuple[str, ...]:
         """Every class the sample refers to, in first-seen order."""
         names: list[str] = [obj.class_name for obj in self.objects]
+        names.extend(point.class_name for point in self.keypoints)
         names.extend(self.image_labels)
         if self.segmentation is not None:
             names.extend(self.segmentation.class_names())

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from converter.core.materialize import EncodedSample
+from converter.core.materialize import EncodedSample, RecordOptions
 from converter.core.protocols import SplitOutput
 from converter.core.split import SplitName
 from converter.formats.tfrecord import BytesFeature, Feature, FloatFeature, Int64Feature, encode_example, frame_record
@@ -41,6 +41,10 @@ IMAGE_CLASS_LABEL = "image/class/label"
 IMAGE_CLASS_TEXT = "image/class/text"
 SEGMENTATION_ENCODED = "image/segmentation/class/encoded"
 SEGMENTATION_FORMAT = "image/segmentation/class/format"
+OBJECT_MASK = "image/object/mask"
+KEYPOINT_X = "image/object/keypoint/x"
+KEYPOINT_Y = "image/object/keypoint/y"
+KEYPOINT_TEXT = "image/object/keypoint/text"
 _RECORD_KEYS = (
     IMAGE_ENCODED,
     IMAGE_FORMAT,
@@ -62,7 +66,7 @@ _RECORD_KEYS = (
 )  # every record carries all of these; the segmentation keys only records with a mask
 
 
-def object_detection_features(sample: EncodedSample) -> dict[str, Feature]:
+def object_detection_features(sample: EncodedSample, options: RecordOptions) -> dict[str, Feature]:
     """The features of one record."""
     objects = sample.objects
     features: dict[str, Feature] = {
@@ -87,18 +91,25 @@ def object_detection_features(sample: EncodedSample) -> dict[str, Feature]:
     if sample.segmentation_png is not None:
         features[SEGMENTATION_ENCODED] = BytesFeature([sample.segmentation_png])
         features[SEGMENTATION_FORMAT] = BytesFeature([b"png"])
+    if options.instance_masks:
+        features[OBJECT_MASK] = BytesFeature([obj.mask_png or b"" for obj in objects])
+    if sample.keypoints is not None:
+        features[KEYPOINT_X] = FloatFeature([point.x_normalized for point in sample.keypoints])
+        features[KEYPOINT_Y] = FloatFeature([point.y_normalized for point in sample.keypoints])
+        features[KEYPOINT_TEXT] = BytesFeature([point.class_name.encode() for point in sample.keypoints])
     return features
 
 
 class _TFRecordSplitWriter:
-    def __init__(self, output_dir: Path, split: SplitName, max_shard_bytes: int) -> None:
+    def __init__(self, output_dir: Path, split: SplitName, max_shard_bytes: int, options: RecordOptions) -> None:
+        self._options = options
         self._folder_name = SPLIT_FOLDERS[split]
         self._shards = ShardedFileWriter(
             output_dir / self._folder_name, SHARD_PREFIXES[split], SHARD_SUFFIX, max_shard_bytes, relative_to=output_dir
         )
 
     def write(self, sample: EncodedSample) -> None:
-        self._shards.write(frame_record(encode_example(object_detection_features(sample))))
+        self._shards.write(frame_record(encode_example(object_detection_features(sample, self._options))))
 
     def close(self) -> SplitOutput:
         return SplitOutput(folder=self._folder_name, shards=self._shards.close())
@@ -110,17 +121,21 @@ class TFRecordSink:
     def __init__(self, max_shard_bytes: int) -> None:
         self.max_shard_bytes = max_shard_bytes
 
-    def open_split(self, output_dir: Path, split: SplitName) -> _TFRecordSplitWriter:
-        return _TFRecordSplitWriter(output_dir, split, self.max_shard_bytes)
+    def open_split(self, output_dir: Path, split: SplitName, options: RecordOptions) -> _TFRecordSplitWriter:
+        return _TFRecordSplitWriter(output_dir, split, self.max_shard_bytes, options)
 
-    def describe_layout(self) -> dict[str, Any]:
+    def describe_layout(self, options: RecordOptions) -> dict[str, Any]:
         return {
             "format": "tfrecord",
             "layout": "object_detection_api",
             "class_id_offset": 1,
             "boxes": "normalized [0, 1], displayed frame (EXIF orientation applied), clipped",
-            "keys": sorted(_RECORD_KEYS),
-            "segmentation_keys": [SEGMENTATION_ENCODED, SEGMENTATION_FORMAT],
+            "keys": sorted(  # every record of this dataset carries all of them
+                [*_RECORD_KEYS]
+                + ([SEGMENTATION_ENCODED, SEGMENTATION_FORMAT] if options.class_masks else [])
+                + ([OBJECT_MASK] if options.instance_masks else [])
+                + ([KEYPOINT_X, KEYPOINT_Y, KEYPOINT_TEXT] if options.keypoints else [])
+            ),
         }
 
 

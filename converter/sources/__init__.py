@@ -1,4 +1,10 @@
-"""Input formats, registered by their `--source` name."""
+"""Input formats, registered by their `--source` name, and how an export is recognized.
+
+Each format says how to recognize its annotation file by a cheap look at its start (never
+a full parse: a COCO file can be gigabytes) and how to build its source. With no
+`--source`, the annotation file is the one file under the input that exactly one format
+recognizes; anything else is a usage error that lists what was found.
+"""
 
 from __future__ import annotations
 
@@ -7,29 +13,103 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from converter.core.protocols import Source
-from converter.sources.sagemaker_gt import SageMakerGroundTruthSource, find_manifest
+from converter.core.secret import Secret
+from converter.errors import UsageError
+from converter.sources.sagemaker_gt import SageMakerGroundTruthSource, looks_like_manifest
+
+SEARCH_DEPTH = 4  # folder levels searched for an annotation file under -a
 
 
 @dataclass(frozen=True)
 class SourceOptions:
-    """What the command line tells a source. `annotations` is a file, never a folder."""
+    """What the command line tells a source.
 
-    annotations: Path
+    `annotations` is a file, never a folder; it is None when annotations come from a
+    server (`labelstudio_url`). Each source reads the fields that concern it.
+    """
+
+    annotations: Path | None
     images: Path
     label_attribute: str | None = None
+    masks: Path | None = None
+    labelstudio_url: str | None = None
+    labelstudio_project: int | None = None
+    labelstudio_token: Secret | None = None
+    annotation_rule: str = "ground-truth-then-newest"
 
 
 @dataclass(frozen=True)
 class SourceFormat:
-    """One input format: how to find its annotation file in a folder, and how to read it."""
+    """One input format: what its annotation file looks like, and how to read it."""
 
-    find_annotations: Callable[[Path], Path]
+    summary: str
+    recognizes: Callable[[Path], bool]
     build: Callable[[SourceOptions], Source]
+
+
+def _annotation_file(options: SourceOptions) -> Path:
+    if options.annotations is None:
+        raise UsageError("this source reads an annotation file: pass -a/--annotations")
+    return options.annotations
 
 
 SOURCES: dict[str, SourceFormat] = {
     "sagemaker_gt": SourceFormat(
-        find_annotations=find_manifest,
-        build=lambda options: SageMakerGroundTruthSource(options.annotations, options.images, options.label_attribute),
+        summary="a SageMaker Ground Truth output manifest (JSON Lines with `source-ref` and a labelled attribute)",
+        recognizes=looks_like_manifest,
+        build=lambda options: SageMakerGroundTruthSource(
+            _annotation_file(options), options.images, options.label_attribute
+        ),
     ),
 }
+
+
+@dataclass(frozen=True)
+class LocatedExport:
+    source_name: str
+    annotations: Path | None
+    default_images: Path
+
+
+def _candidate_files(folder: Path) -> list[Path]:
+    """Files up to SEARCH_DEPTH levels down, hidden ones skipped, in a stable order."""
+    found = []
+    for depth in range(1, SEARCH_DEPTH + 1):
+        for path in sorted(folder.glob("/".join(["*"] * depth))):
+            relative = path.relative_to(folder).parts
+            if path.is_file() and not any(part.startswith(".") for part in relative):
+                found.append(path)
+    return found
+
+
+def locate_export(path: Path, source_name: str | None) -> LocatedExport:
+    """The format and annotation file of `-a PATH` (a file, or a folder holding one export)."""
+    if not path.exists():
+        hint = " (the container's default input; outside it pass -a/--annotations)" if str(path) == "/data_in" else ""
+        raise UsageError(f"annotations path {path} does not exist{hint}")
+    formats = {source_name: SOURCES[source_name]} if source_name else SOURCES
+    expected = "; ".join(f"{name}: {fmt.summary}" for name, fmt in formats.items())
+    if path.is_file():
+        if source_name:
+            return LocatedExport(source_name, path, path.parent)
+        matches = [name for name, fmt in formats.items() if fmt.recognizes(path)]
+        if len(matches) == 1:
+            return LocatedExport(matches[0], path, path.parent)
+        if not matches:
+            raise UsageError(f"{path} is not an export this tool recognizes (expected {expected}); pass --source")
+        raise UsageError(f"{path} could be {' or '.join(matches)}; choose with --source")
+    found = [
+        (name, candidate)
+        for candidate in _candidate_files(path)
+        for name, fmt in formats.items()
+        if fmt.recognizes(candidate)
+    ]
+    if len(found) == 1:
+        return LocatedExport(found[0][0], found[0][1], path)
+    if not found:
+        raise UsageError(
+            f"no annotation export found in {path} (searched {SEARCH_DEPTH} levels deep for {expected}); "
+            "pass it with -a/--annotations, and --source if it is not recognized"
+        )
+    listed = "\n  ".join(f"{candidate} ({name})" for name, candidate in found)
+    raise UsageError(f"several annotation exports found in {path}; choose one with -a/--annotations:\n  {listed}")

@@ -37,6 +37,7 @@ SEMANTIC_SEGMENTATION = "groundtruth/semantic-segmentation"
 SUPPORTED_TYPES = (DETECTION, CLASSIFICATION, MULTILABEL, SEMANTIC_SEGMENTATION)
 METADATA_SUFFIX = "-metadata"
 MANIFEST_SUFFIXES = (".manifest", ".jsonl", ".json")
+_LINES_TO_RECOGNIZE = 20  # a malformed or unlabelled first line does not hide a manifest
 _HEX_COLOR = re.compile(r"^#?([0-9a-fA-F]{6})$")
 _METADATA_ATTRIBUTES = ("job-name", "human-annotated", "creation-date", "adjustment-status")
 
@@ -53,36 +54,22 @@ def label_attributes(line: Mapping[str, Any]) -> dict[str, str]:
 
 
 def looks_like_manifest(path: Path) -> bool:
-    """Whether a file is a Ground Truth output manifest: JSON Lines whose first line has a label."""
+    """Whether a file is a Ground Truth output manifest: JSON Lines with a labelled line among its first lines."""
     if path.suffix.lower() not in MANIFEST_SUFFIXES or not path.is_file():
         return False
     try:
         with path.open(encoding="utf-8") as stream:
-            first = next((line for line in stream if line.strip()), "")
-        parsed = json.loads(first)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            first_lines = [line for _, line in zip(range(_LINES_TO_RECOGNIZE), stream, strict=False)]
+    except (OSError, UnicodeDecodeError):
         return False
-    return isinstance(parsed, dict) and "source-ref" in parsed and bool(label_attributes(parsed))
-
-
-def find_manifest(folder: Path) -> Path:
-    """The single output manifest under `folder` (searched four levels deep)."""
-    candidates = sorted(
-        path
-        for pattern in ("*", "*/*", "*/*/*", "*/*/*/*")
-        for path in folder.glob(pattern)
-        if looks_like_manifest(path)
-    )
-    if len(candidates) == 1:
-        return candidates[0]
-    if not candidates:
-        raise UsageError(
-            f"no Ground Truth output manifest found in {folder} (looked for JSON Lines files ending in "
-            f"{', '.join(MANIFEST_SUFFIXES)} whose first line has `source-ref` and a labelled attribute); "
-            "pass it with -a/--annotations"
-        )
-    listed = "\n  ".join(str(path) for path in candidates)
-    raise UsageError(f"several manifests found in {folder}; choose one with -a/--annotations:\n  {listed}")
+    for line in first_lines:
+        try:
+            parsed = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(parsed, dict) and "source-ref" in parsed and label_attributes(parsed):
+            return True
+    return False
 
 
 def _number(value: Any, what: str) -> float:

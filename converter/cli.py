@@ -162,7 +162,8 @@ def convert(
             "--annotations",
             envvar="DATASET_CONVERTER_ANNOTATIONS",
             rich_help_panel=INPUT_PANEL,
-            help="Annotation file (a Ground Truth output manifest), or a folder holding exactly one.",
+            help="Annotation file (manifest, COCO or GeoJSON JSON, Label Studio export, mask label map), or a "
+            "folder holding exactly one; its format is recognized unless --source says it.",
         ),
     ] = Path("/data_in"),
     images: Annotated[

@@ -6,7 +6,9 @@ in masks. PNG is lossless: a JPEG mask would blur class indices at every edge.
 
 Input masks are read in their stored index space: a palette PNG by its indices (not
 its colours, which only help people look at it), a grey image by its values, an RGB
-image by exact colour. Every value found must be in the mapping the source gave.
+image by exact colour. A source that gives only colours has every mask read by colour,
+a palette PNG by its palette's colours and a grey one as `(v, v, v)`. Every value found
+must be in the mapping the source gave.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ def read_class_mask(mask: SegmentationMask, class_ids: Mapping[str, int]) -> Cla
             mode = image.mode
             if mask.alpha_class is not None:
                 return _map_alpha(image, mask, mask.alpha_class, class_ids)
-            if mode in ("P", "L", "I;16", "I"):
+            # With only a colour map (ClearML's `(1, 1, 1): [person]`), grey and palette masks are read by colour too.
+            if mode in ("P", "L", "I;16", "I") and (mask.index_to_class or not mask.color_to_class):
                 return _map_values(np.asarray(image), mask, class_ids)
             rgb = np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:

@@ -244,6 +244,8 @@ def _convert_into(staging: Path, source: Source, sink: Sink, config: ConvertConf
 
     for skipped in contents.skipped:
         skip(skipped.location, skipped.code, skipped.reason)
+    for annotation_note in contents.annotation_notes:
+        report.add_object_note(annotation_note.location, None, annotation_note.code, annotation_note.message)
     admitted = []
     for sample in contents.samples:
         unknown = [name for name in sample.class_names() if name not in classes]

@@ -4,7 +4,9 @@ Pixel convention, pycocotools' own, so that COCO polygons give exactly the masks
 reference tools give: coordinates are continuous, pixel `(col, row)` spans
 `[col, col+1) x [row, row+1)`, and it is inside a polygon when its centre
 `(col + 0.5, row + 0.5)` is inside the polygon's boundary as pycocotools traces it
-(vertices rounded to 1/5 pixel, edges walked on that grid). So a square with corners
+(vertices rounded to 1/5 pixel, edges walked on that grid): a centre within about
+0.3 px of a sloped edge may fall either way, farther ones follow the exact rule (the
+tests check it beyond half a pixel). A square with corners
 (0, 0) and (2, 2) covers exactly the 2x2 top-left pixels, and one with corners
 (0.5, 0.5) and (2.5, 2.5) covers pixels 1 and 2 in each direction: a centre exactly on
 a left or top edge is outside, on a right or bottom edge inside. Self-intersecting
@@ -13,7 +15,10 @@ removes the pixels its own ring covers. Parts outside the image are clipped.
 
 The rasterization itself is pycocotools' C code (polygon -> RLE -> mask); this module
 adds what pycocotools lacks: holes, the union of parts, RLE checks, and the class-index
-composition with its overlap policy.
+composition with its overlap policy. It also guards pycocotools' C code against input it
+does not check: a ring reaching more than one image size beyond the image is first clipped
+to that window (which keeps its even-odd interior there exactly), and RLE counts must add
+up to the mask's size.
 """
 
 from __future__ import annotations
@@ -36,9 +41,59 @@ COMBINATION_SEPARATOR = "+"
 _MIN_RING_COORDINATES = 6  # three vertices; pycocotools reads a 4-number list as a box, not a polygon
 
 
+def _clip_to_half_plane(
+    points: list[tuple[float, float]], axis: int, bound: float, keep_below: bool
+) -> list[tuple[float, float]]:
+    """One Sutherland-Hodgman step: the ring cut at `point[axis] == bound`.
+
+    For a point strictly inside the half-plane, a ray parallel to the cut crosses the
+    result exactly as often as the original ring, so its even-odd interior there is kept,
+    even for self-intersecting rings; the new edges run along the cut itself.
+    """
+    clipped: list[tuple[float, float]] = []
+    for index, current in enumerate(points):
+        previous = points[index - 1]
+        current_inside = current[axis] <= bound if keep_below else current[axis] >= bound
+        previous_inside = previous[axis] <= bound if keep_below else previous[axis] >= bound
+        if current_inside != previous_inside:
+            t = (bound - previous[axis]) / (current[axis] - previous[axis])
+            crossing = [previous[0] + t * (current[0] - previous[0]), previous[1] + t * (current[1] - previous[1])]
+            crossing[axis] = bound
+            clipped.append((crossing[0], crossing[1]))
+        if current_inside:
+            clipped.append(current)
+    return clipped
+
+
+def _within_reach(ring: tuple[float, ...], height: int, width: int) -> tuple[float, ...]:
+    """The ring, clipped to a window one image size beyond each side if it reaches farther.
+
+    pycocotools walks every edge in 1/5-pixel steps and holds coordinates in C ints: a
+    vertex 1e7 pixels away costs a second and gigabytes, one at 1e9 crashes the process.
+    Rings inside the window, every ordinary one, are passed on untouched, so they keep
+    pycocotools' exact result. A clipped ring keeps the convention, but a centre within
+    about 0.3 px of one of its edges may fall otherwise than pycocotools would decide for
+    the unclipped ring: its vertices, rounded to 1/5 pixel, differ.
+    """
+    margin = max(height, width)
+    xs, ys = ring[0::2], ring[1::2]
+    if min(xs) >= -margin and max(xs) <= width + margin and min(ys) >= -margin and max(ys) <= height + margin:
+        return ring
+    points = list(zip(xs, ys, strict=True))
+    for axis, bound, keep_below in (
+        (0, -margin, False),
+        (0, width + margin, True),
+        (1, -margin, False),
+        (1, height + margin, True),
+    ):
+        points = _clip_to_half_plane(points, axis, bound, keep_below)
+    return tuple(coordinate for point in points for coordinate in point)
+
+
 def _rings_mask(rings: Sequence[tuple[float, ...]], height: int, width: int) -> BoolMask:
     """Union of the rings' interiors."""
-    usable = [list(ring) for ring in rings if len(ring) >= _MIN_RING_COORDINATES]
+    reachable = [_within_reach(ring, height, width) for ring in rings if len(ring) >= _MIN_RING_COORDINATES]
+    usable = [list(ring) for ring in reachable if len(ring) >= _MIN_RING_COORDINATES]
     if not usable:
         return np.zeros((height, width), dtype=bool)
     rle = coco_mask.merge(coco_mask.frPyObjects(usable, height, width))
@@ -64,19 +119,49 @@ def rle_mask(rle: RleMask, height: int, width: int) -> BoolMask:
         raise SampleError(
             "mask_size_mismatch", f"RLE mask is {rle.width}x{rle.height} but the image displays as {width}x{height}"
         )
-    if isinstance(rle.counts, str):
-        encoded = {"size": [height, width], "counts": rle.counts.encode()}
-    else:
-        if sum(rle.counts) != height * width:
-            raise SampleError(
-                "malformed_annotation",
-                f"RLE counts add up to {sum(rle.counts)} pixels, not {height}x{width} = {height * width}",
-            )
-        encoded = coco_mask.frPyObjects({"size": [height, width], "counts": list(rle.counts)}, height, width)
-    try:
-        return coco_mask.decode(encoded).view(bool)  # type: ignore[no-any-return]
-    except (ValueError, TypeError) as error:  # pycocotools rejects corrupt compressed counts
-        raise SampleError("malformed_annotation", f"RLE mask cannot be decoded: {error}") from None
+    # pycocotools decodes runs without checking them: runs short of the mask leave
+    # uninitialised memory in it, longer ones write past its end.
+    counts = _compressed_counts(rle.counts) if isinstance(rle.counts, str) else list(rle.counts)
+    if any(count < 0 for count in counts):
+        raise SampleError("malformed_annotation", "RLE counts include a negative run length")
+    if sum(counts) != height * width:
+        raise SampleError(
+            "malformed_annotation",
+            f"RLE counts add up to {sum(counts)} pixels, not {height}x{width} = {height * width}",
+        )
+    encoded = coco_mask.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+    return coco_mask.decode(encoded).view(bool)  # type: ignore[no-any-return]
+
+
+def _compressed_counts(text: str) -> list[int]:
+    """The run lengths of COCO's compressed RLE string (pycocotools' `rleFrString`, in Python).
+
+    Each run is a little-endian sequence of 5-bit chunks written as characters from "0"
+    (48); 0x20 marks a continued number, 0x10 in the last chunk the sign. From the fourth
+    run on, the string holds the difference from the run two places back.
+    """
+    counts: list[int] = []
+    position = 0
+    while position < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            if position == len(text):
+                raise SampleError("malformed_annotation", "compressed RLE counts end in the middle of a number")
+            chunk = ord(text[position]) - 48
+            if not 0 <= chunk < 64:
+                raise SampleError(
+                    "malformed_annotation", f"character {text[position]!r} cannot appear in compressed RLE counts"
+                )
+            value |= (chunk & 0x1F) << shift
+            more = bool(chunk & 0x20)
+            position += 1
+            shift += 5
+            if not more and chunk & 0x10:
+                value |= -1 << shift
+        if len(counts) > 2:
+            value += counts[-2]
+        counts.append(value)
+    return counts
 
 
 def object_mask(obj: ObjectAnnotation, height: int, width: int) -> BoolMask:

@@ -1,9 +1,10 @@
 """The run report (`report.json`): every input sample that was not written, and why.
 
 Together with the shards it accounts for every input: `input_samples` equals
-`converted` plus `skipped`. Object-level changes (clipped or dropped boxes) and
-per-image warnings (EXIF rotation, size mismatch) are listed too, each with the file,
-line and key of its sample, so nothing changes silently.
+`converted` plus `skipped`. Object-level changes (clipped or dropped boxes, annotations
+the source dropped or repaired inside a kept sample) and per-image warnings (EXIF
+rotation, size mismatch) are listed too, each with the file, line and key of its sample,
+so nothing changes silently.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class SkippedEntry(LocatedEntry):
 
 
 class ObjectEntry(LocatedEntry):
-    object: int
+    object: int | None  # index in the sample's objects; None for an annotation dropped while reading the export
     code: str
     message: str
 
@@ -46,6 +47,7 @@ class ReportSummary(TypedDict):
     converted_by_split: dict[str, int]
     clipped_boxes: int
     dropped_boxes: int
+    object_notes_by_code: dict[str, int]
     warnings: int
     failure: str | None
 
@@ -65,6 +67,11 @@ def _order(entry: LocatedEntry) -> tuple[str, int, str]:
     return entry["file"], entry["line"] or 0, entry["key"] or ""
 
 
+def _object_order(index: int | None) -> int:
+    """Notes from reading the export (no object index) come before the materializer's."""
+    return -1 if index is None else index
+
+
 @dataclass
 class Report:
     """Collects what happened to every sample during a run."""
@@ -76,7 +83,7 @@ class Report:
     def add_skipped(self, location: SampleLocation, code: str, reason: str) -> None:
         self.skipped.append({**_located(location), "code": code, "reason": reason})
 
-    def add_object_note(self, location: SampleLocation, object_index: int, code: str, message: str) -> None:
+    def add_object_note(self, location: SampleLocation, object_index: int | None, code: str, message: str) -> None:
         self.objects.append({**_located(location), "object": object_index, "code": code, "message": message})
 
     def add_warning(self, location: SampleLocation, message: str) -> None:
@@ -89,6 +96,9 @@ class Report:
         skipped_by_code: dict[str, int] = {}
         for entry in self.skipped:
             skipped_by_code[entry["code"]] = skipped_by_code.get(entry["code"], 0) + 1
+        object_notes_by_code: dict[str, int] = {}
+        for object_entry in self.objects:
+            object_notes_by_code[object_entry["code"]] = object_notes_by_code.get(object_entry["code"], 0) + 1
         summary: ReportSummary = {
             "status": "failed" if failure else "ok",
             "input_samples": input_samples,
@@ -98,13 +108,14 @@ class Report:
             "converted_by_split": converted_by_split,
             "clipped_boxes": sum(1 for entry in self.objects if entry["code"] == "clipped"),
             "dropped_boxes": sum(1 for entry in self.objects if entry["code"] == "degenerate_box"),
+            "object_notes_by_code": dict(sorted(object_notes_by_code.items())),
             "warnings": len(self.warnings),
             "failure": failure,
         }
         return {
             "summary": summary,
             "skipped": sorted(self.skipped, key=_order),
-            "objects": sorted(self.objects, key=lambda entry: (*_order(entry), entry["object"])),
+            "objects": sorted(self.objects, key=lambda entry: (*_order(entry), _object_order(entry["object"]))),
             "warnings": sorted(self.warnings, key=_order),
         }
 

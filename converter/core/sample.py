@@ -190,14 +190,32 @@ class SkippedSample:
 
 
 @dataclass(frozen=True)
+class AnnotationNote:
+    """An annotation of a sample that the source dropped, or used only in part, and why.
+
+    The sample itself is still converted with its other annotations: one unusable
+    annotation (an unknown category, a missing geometry) does not discard the good ones
+    beside it, the same rule the materializer follows for a box with no area. The report
+    lists every note, so nothing is dropped silently. `message` names the annotation as
+    the export does (`annotation 17`, `feature 4`).
+    """
+
+    location: SampleLocation
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
 class SourceContents:
     """Everything a source read: its samples, what it had to skip, and its class order.
 
     `native_class_order` is the order the export itself implies (for example the label
     ids of a labelling job); it becomes the class list unless the user pins one.
+    `annotation_notes` are annotations dropped or changed inside samples that were kept.
     """
 
     samples: tuple[Sample, ...]
     skipped: tuple[SkippedSample, ...]
     native_class_order: tuple[str, ...]
     description: dict[str, str] = field(default_factory=dict)
+    annotation_notes: tuple[AnnotationNote, ...] = ()

@@ -15,6 +15,10 @@ from pathlib import Path
 from converter.core.protocols import Source
 from converter.core.secret import Secret
 from converter.errors import UsageError
+from converter.sources.coco import CocoSource, looks_like_coco
+from converter.sources.geojson import GeoJsonSource, looks_like_geojson
+from converter.sources.labelstudio import build_labelstudio_source, looks_like_labelstudio_export
+from converter.sources.mask_folder import MaskFolderSource, looks_like_label_map
 from converter.sources.sagemaker_gt import SageMakerGroundTruthSource, looks_like_manifest
 
 SEARCH_DEPTH = 4  # folder levels searched for an annotation file under -a
@@ -60,6 +64,34 @@ SOURCES: dict[str, SourceFormat] = {
         build=lambda options: SageMakerGroundTruthSource(
             _annotation_file(options), options.images, options.label_attribute
         ),
+    ),
+    "labelstudio": SourceFormat(
+        summary="a Label Studio JSON export (a JSON list of tasks with `data` and `annotations`)",
+        recognizes=looks_like_labelstudio_export,
+        build=lambda options: build_labelstudio_source(
+            options.annotations,
+            options.images,
+            options.annotation_rule,
+            options.labelstudio_url,
+            options.labelstudio_project,
+            options.labelstudio_token,
+        ),
+    ),
+    "mask_folder": SourceFormat(
+        summary="a mask folder's label map (a small .yaml/.yml/.json mapping mask colours or indices to labels, "
+        "or {alpha: <class>}), with images/ and masks/ beside it",
+        recognizes=looks_like_label_map,
+        build=lambda options: MaskFolderSource(_annotation_file(options), options.images, options.masks),
+    ),
+    "coco": SourceFormat(
+        summary="a COCO instances JSON (an object with `images`, `annotations` and `categories` lists)",
+        recognizes=looks_like_coco,
+        build=lambda options: CocoSource(_annotation_file(options), options.images),
+    ),
+    "geojson": SourceFormat(
+        summary="a GeoJSON FeatureCollection of image annotations (`image_filename` and `class_id` properties)",
+        recognizes=looks_like_geojson,
+        build=lambda options: GeoJsonSource(_annotation_file(options), options.images),
     ),
 }
 

@@ -38,6 +38,9 @@ SUPPORTED_TYPES = (DETECTION, CLASSIFICATION, MULTILABEL, SEMANTIC_SEGMENTATION)
 METADATA_SUFFIX = "-metadata"
 MANIFEST_SUFFIXES = (".manifest", ".jsonl", ".json")
 _LINES_TO_RECOGNIZE = 20  # a malformed or unlabelled first line does not hide a manifest
+# Longer lines are read only this far when recognizing: a minified JSON file (a COCO export)
+# is one line of up to gigabytes, which must not be read whole, let alone parsed, to say "no".
+_LINE_CHARS_TO_RECOGNIZE = 1 << 20
 _HEX_COLOR = re.compile(r"^#?([0-9a-fA-F]{6})$")
 _METADATA_ATTRIBUTES = ("job-name", "human-annotated", "creation-date", "adjustment-status")
 
@@ -59,7 +62,7 @@ def looks_like_manifest(path: Path) -> bool:
         return False
     try:
         with path.open(encoding="utf-8") as stream:
-            first_lines = [line for _, line in zip(range(_LINES_TO_RECOGNIZE), stream, strict=False)]
+            first_lines = [stream.readline(_LINE_CHARS_TO_RECOGNIZE) for _ in range(_LINES_TO_RECOGNIZE)]
     except (OSError, UnicodeDecodeError):
         return False
     for line in first_lines:

@@ -378,6 +378,7 @@ def convert(
         options = SourceOptions(
             annotations=located.annotations,
             images=images_root,
+            images_given=images is not None,
             label_attribute=label_attribute,
             masks=masks,
             labelstudio_url=labelstudio_url,

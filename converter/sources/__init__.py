@@ -34,6 +34,7 @@ class SourceOptions:
 
     annotations: Path | None
     images: Path
+    images_given: bool = True  # False when `images` is the default, not named with -i
     label_attribute: str | None = None
     masks: Path | None = None
     labelstudio_url: str | None = None
@@ -81,7 +82,9 @@ SOURCES: dict[str, SourceFormat] = {
         summary="a mask folder's label map (a small .yaml/.yml/.json mapping mask colours or indices to labels, "
         "or {alpha: <class>}), with images/ and masks/ beside it",
         recognizes=looks_like_label_map,
-        build=lambda options: MaskFolderSource(_annotation_file(options), options.images, options.masks),
+        build=lambda options: MaskFolderSource(
+            _annotation_file(options), options.images if options.images_given else None, options.masks
+        ),
     ),
     "coco": SourceFormat(
         summary="a COCO instances JSON (an object with `images`, `annotations` and `categories` lists)",

@@ -21,8 +21,9 @@ The label map (YAML or JSON) takes one of these forms, optionally wrapped in a t
 
 Several labels on one value (ClearML allows `["person", "sitting"]`) make one class named
 by joining them with `+` (`person+sitting`): a mask pixel has exactly one class. A value
-labelled `background` (any case) is background, and so is index 0 in an index map,
-whatever the map calls it (`_background_`, `unlabeled`) and even if the map omits it.
+labelled `background`, `_background_`, `bg`, `unlabeled` or `unlabelled` (any case) is
+background, and so is index 0 in an index map when the map omits it. An index 0 that the
+map names as a class (`{0: car, 1: road}`) is that class: nothing is dropped silently.
 Any other value found in a mask that the map does not list makes that sample fail, naming
 the value: an unknown colour is never turned silently into background.
 
@@ -54,7 +55,8 @@ MASKS_FOLDER = "masks"
 MASK_LABELS_KEY = "mask_labels"  # where ClearML keeps the map in a dataset version's metadata
 CLEARML_ALL_SOURCES = "_all_"  # ClearML's key for the map that applies to every mask source
 ALPHA_KEY = "alpha"
-BACKGROUND_NAME = "background"
+BACKGROUND_NAMES = frozenset({"background", "_background_", "bg", "unlabeled", "unlabelled"})
+"""Labels that mean "no class" (any case): such pixels are written as 0."""
 LABEL_SEPARATOR = "+"
 LABEL_MAP_SUFFIXES = (".yaml", ".yml", ".json")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
@@ -157,7 +159,7 @@ def _class_name(labels: Any, where: str) -> str | None:
     names = [labels] if isinstance(labels, str) else labels
     if not isinstance(names, list | tuple) or not names or not all(isinstance(name, str) and name for name in names):
         raise UsageError(f"{where}: expected a label or a list of labels, got {labels!r}")
-    if all(name.strip().lower() == BACKGROUND_NAME for name in names):
+    if all(name.strip().lower() in BACKGROUND_NAMES for name in names):
         return None
     return LABEL_SEPARATOR.join(names)
 
@@ -214,7 +216,7 @@ def parse_label_map(document: Any, where: str) -> LabelMap:
         raise UsageError(f"{where} names no class besides background")
     if colors:
         return LabelMap("color", color_to_class=tuple(colors.items()))
-    indices[0] = None  # index 0 is background, whatever the map calls it
+    indices.setdefault(0, None)  # an unlisted 0 is background; a 0 the map names as a class stays that class
     ordered = tuple(sorted(indices.items()))
     # The same indices as grey colours: a grey mask saved as RGB(A) holds (v, v, v).
     greys = tuple(((index, index, index), name) for index, name in ordered if index <= 255)
@@ -263,22 +265,16 @@ def _by_stem(root: Path, excluded: Path) -> dict[tuple[str, ...], list[Path]]:
 class MaskFolderSource:
     """`--source mask_folder`: images, same-named masks and a label map."""
 
-    def __init__(self, label_map: Path, images_root: Path, masks_root: Path | None = None) -> None:
+    def __init__(self, label_map: Path, images_root: Path | None, masks_root: Path | None = None) -> None:
         self.label_map = label_map
-        self.images_root = self._images_folder(label_map, images_root)
+        self.images_root = images_root if images_root is not None else self._default_images_folder(label_map)
         self.masks_root = masks_root if masks_root is not None else label_map.parent / MASKS_FOLDER
 
     @staticmethod
-    def _images_folder(label_map: Path, given: Path) -> Path:
-        """`images/` beside the label map when `given` is the CLI's default, else `given` (from -i).
-
-        Without -i the command line passes the -a folder or the label map's folder, which is
-        the label map's folder or one above it; a layout without `images/` keeps it as is.
-        """
+    def _default_images_folder(label_map: Path) -> Path:
+        """`images/` beside the label map, or the label map's own folder when there is none."""
         beside = label_map.parent / IMAGES_FOLDER
-        folder = label_map.parent.resolve()
-        is_default = given.resolve() in (folder, *folder.parents)
-        return beside if is_default and beside.is_dir() else given
+        return beside if beside.is_dir() else label_map.parent
 
     def read(self) -> SourceContents:
         label_map = read_label_map(self.label_map)

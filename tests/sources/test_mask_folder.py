@@ -409,6 +409,7 @@ def test_colour_map_forms_read_the_same(tmp_path: Path, name: str, text: str) ->
             ("car", "bus"),
         ),
         ({"1": "car", "2": "Background"}, ("car",)),
+        ({"0": "Unlabelled", "1": "car"}, ("car",)),
     ],
 )
 def test_index_maps_are_ordered_by_value_with_zero_as_background(
@@ -418,7 +419,14 @@ def test_index_maps_are_ordered_by_value_with_zero_as_background(
 
     assert label_map.kind == "index"
     assert label_map.class_order() == expected_order
-    assert dict(label_map.index_to_class)[0] is None  # listed or not, 0 is background
+    assert dict(label_map.index_to_class)[0] is None  # unlisted or named as background, 0 is background
+
+
+def test_an_index_zero_the_map_names_as_a_class_keeps_that_class() -> None:
+    label_map = parse_label_map({0: "car", 1: "road"}, "map")
+
+    assert dict(label_map.index_to_class)[0] == "car"
+    assert label_map.class_order() == ("car", "road")
 
 
 def test_alpha_map() -> None:

@@ -19,8 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+import numpy as np
 import pytest
 import yaml
+from builders import image_pixels, write_image
+from labelstudio_tasks import write_stand_in
 from typer.testing import CliRunner
 
 from converter.cli import app
@@ -136,11 +139,14 @@ class Export:
     folder: Path
     options: tuple[str, ...]
     samples: int
+    annotation_file: str  # relative to `folder`: the file the format recognition must find
 
 
 def _cat_bbox(shared_samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Export:
     """Bounding boxes, one negative image; a 0.25 MB partition cuts each split into several shards."""
-    return Export(shared_samples / "sagemaker_gt" / "cat_bbox", ("-s", "0.5", "-p", "0.25", "--seed", "7"), 4)
+    return Export(
+        shared_samples / "sagemaker_gt" / "cat_bbox", ("-s", "0.5", "-p", "0.25", "--seed", "7"), 4, "output.manifest"
+    )
 
 
 def _pcb_semseg(shared_samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Export:
@@ -151,12 +157,80 @@ def _pcb_semseg(shared_samples: Path, tmp_path_factory: pytest.TempPathFactory) 
     for key, source in ((PCB_IMAGE_KEY, sample / "s10.png"), (PCB_MASK_KEY, sample / "mask.png")):
         (folder / key).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, folder / key)
-    return Export(folder, ("-s", "0.8,0.1,0.1", "-p", "1"), 1)
+    return Export(folder, ("-s", "0.8,0.1,0.1", "-p", "1"), 1, "output.manifest")
+
+
+def _labelstudio_polygons(shared_samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Export:
+    """Label Studio's polygon export with stand-in images where its tasks point; masks and instance masks."""
+    folder = tmp_path_factory.mktemp("labelstudio")
+    export = shared_samples / "label_studio" / "polygons_export.json"
+    shutil.copyfile(export, folder / "export.json")
+    tasks = json.loads(export.read_text(encoding="utf-8"))
+    for seed, task in enumerate(tasks, start=1):
+        first = task["annotations"][0]["result"][0]
+        write_stand_in(
+            folder / task["data"]["image"].lstrip("/"), (first["original_width"], first["original_height"]), seed
+        )
+    return Export(folder, ("-s", "0.5", "--instance-masks"), len(tasks), "export.json")
+
+
+def _coco_datumaro(shared_samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Export:
+    """Datumaro's COCO sample (polygon, uncompressed crowd RLE): one annotation file, its images beside it."""
+    folder = tmp_path_factory.mktemp("coco")
+    sample = shared_samples / "coco" / "datumaro"
+    shutil.copyfile(sample / "annotations" / "instances_val.json", folder / "instances_val.json")
+    shutil.copytree(sample / "images", folder / "images")
+    return Export(folder, ("-s", "0", "--overlap", "combine"), 1, "instances_val.json")
+
+
+def _geojson(shared_samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Export:
+    """A generated GeoJSON collection: a polygon with a hole, a multipolygon, two images."""
+    folder = tmp_path_factory.mktemp("geojson")
+    for seed, name in enumerate(("a.jpg", "b.jpg"), start=1):
+        write_image(folder / "images" / name, image_pixels(64, 48, seed))
+    square = [[4, 4], [40, 4], [40, 40], [4, 40], [4, 4]]
+    hole = [[10, 10], [20, 10], [20, 20], [10, 20], [10, 10]]
+    triangle = [[1, 1], [9, 1], [9, 9], [1, 1]]
+    features = [
+        {
+            "type": "Feature",
+            "properties": {"image_filename": "a.jpg", "class_id": 1, "class_name": "field"},
+            "geometry": {"type": "Polygon", "coordinates": [square, hole]},
+        },
+        {
+            "type": "Feature",
+            "properties": {"image_filename": "b.jpg", "class_id": 2, "class_name": "road"},
+            "geometry": {"type": "MultiPolygon", "coordinates": [[triangle], [square]]},
+        },
+    ]
+    (folder / "labels.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return Export(folder, ("-s", "0.5"), 2, "labels.geojson")
+
+
+def _mask_folder(shared_samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Export:
+    """A generated mask folder: RGB masks and a ClearML colour map."""
+    folder = tmp_path_factory.mktemp("mask_folder")
+    (folder / "labels.yaml").write_text(
+        yaml.safe_dump(
+            {"mask_labels": {"(0, 0, 0)": ["background"], "(255, 0, 0)": ["person"], "(0, 0, 255)": ["car"]}}
+        )
+    )
+    for seed in range(1, 4):
+        write_image(folder / "images" / f"{seed}.jpg", image_pixels(32, 24, seed))
+        mask = np.zeros((24, 32, 3), dtype=np.uint8)
+        mask[2 : 2 + 4 * seed, 3:20] = (255, 0, 0)
+        mask[15:22, 10 : 10 + 5 * seed] = (0, 0, 255)
+        write_image(folder / "masks" / f"{seed}.png", mask)
+    return Export(folder, ("-s", "0.5"), 3, "labels.yaml")
 
 
 EXPORTS: dict[str, Callable[[Path, pytest.TempPathFactory], Export]] = {
     "cat_bbox": _cat_bbox,
     "pcb_semseg": _pcb_semseg,
+    "labelstudio_polygons": _labelstudio_polygons,
+    "coco_datumaro": _coco_datumaro,
+    "geojson": _geojson,
+    "mask_folder": _mask_folder,
 }
 
 
@@ -218,14 +292,13 @@ def test_container_output_equals_the_package_output(conversion: Conversion) -> N
 
     info_inside = yaml.safe_load((conversion.inside / DATASET_INFO).read_text(encoding="utf-8"))
     info_outside = yaml.safe_load((conversion.outside / DATASET_INFO).read_text(encoding="utf-8"))
-    assert (info_inside["input"].pop("annotations"), info_inside["input"].pop("images")) == (
-        "/data_in/output.manifest",
-        "/data_in",
-    )
-    assert (info_outside["input"].pop("annotations"), info_outside["input"].pop("images")) == (
-        str(conversion.export.folder / "output.manifest"),
-        str(conversion.export.folder),
-    )
+    for key in ("annotations", "images", "masks"):  # the same files, seen from inside and outside the container
+        if key not in info_inside["input"]:
+            continue
+        path_inside, path_outside = info_inside["input"].pop(key), info_outside["input"].pop(key)
+        assert Path(path_inside).relative_to("/data_in") == Path(path_outside).relative_to(conversion.export.folder)
+        if key == "annotations":
+            assert Path(path_inside) == Path("/data_in") / conversion.export.annotation_file
     assert info_inside == info_outside
     assert info_inside["input"]["converted"] == conversion.export.samples
 

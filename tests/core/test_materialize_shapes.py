@@ -26,7 +26,6 @@ from converter.errors import SampleLocation
 from converter.sources import SOURCES, SourceFormat
 
 # pycocotools 2.0.x under NumPy 2 warns on every decode; the values are right, the warning is its own.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
 WIDTH, HEIGHT = 64, 48
 SEGMENTATION = "image/segmentation/class/encoded"

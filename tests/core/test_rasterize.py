@@ -33,7 +33,6 @@ from converter.core.sample import ObjectAnnotation, Polygon, RleMask
 from converter.errors import SampleError
 
 # pycocotools 2.0.x under NumPy 2 warns on every decode; the values are right, the warning is its own.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
 BoolMask = npt.NDArray[np.bool_]
 Ring = tuple[float, ...]

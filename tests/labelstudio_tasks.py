@@ -16,10 +16,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from builders import image_pixels, write_image
-from readback import read_all
 
 Size = tuple[int, int]  # (width, height)
-Record = dict[str, list[Any]]
 RUN_BITS = (3, 4, 8, 16)  # the run-length field sizes Label Studio's encoder uses
 
 
@@ -161,14 +159,3 @@ def mask_to_brush(mask: npt.NDArray[np.bool_], run_bits: Sequence[int] = RUN_BIT
 
 # ---------------------------------------------------------------------------
 # Reading outputs
-
-
-def records_by_source_id(output: Path) -> dict[str, Record]:
-    """Every record of every split, by `image/source_id` (each at most once)."""
-    records: dict[str, Record] = {}
-    for split_records in read_all(output).values():
-        for record in split_records:
-            key = record["image/source_id"][0].decode()
-            assert key not in records, f"{key} written twice"
-            records[key] = record
-    return records

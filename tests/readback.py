@@ -64,6 +64,26 @@ def read_all(output_dir: Path) -> dict[str, list[dict[str, list[Any]]]]:
     return {split: read_split(output_dir, split) for split in ("train", "validation", "test") if split in info}
 
 
+Record = dict[str, list[Any]]
+
+
+def records_by_source_id(output_dir: Path) -> dict[str, Record]:
+    """Every record of every split, by `image/source_id`; fails if one is written twice."""
+    records: dict[str, Record] = {}
+    for split_records in read_all(output_dir).values():
+        for record in split_records:
+            key = record["image/source_id"][0].decode()
+            assert key not in records, f"{key} written twice"
+            records[key] = record
+    return records
+
+
+def class_id(info: dict[str, Any], name: str) -> int:
+    """The record id of a class in a dataset_info.yaml: its position in `classes`, from 1."""
+    classes: list[str] = info["classes"]
+    return classes.index(name) + 1
+
+
 def decode_png(data: bytes) -> Any:
     """Decode a PNG with TensorFlow into a (height, width) uint8 numpy array."""
     import tensorflow as tf

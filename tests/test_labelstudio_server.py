@@ -44,13 +44,13 @@ from labelstudio_tasks import (
     keypoint,
     mask_to_brush,
     polygon,
-    records_by_source_id,
     rectangle,
     relation,
     task,
     write_export,
     write_stand_in,
 )
+from readback import records_by_source_id
 from typer.testing import Result
 
 from converter.core.secret import Secret

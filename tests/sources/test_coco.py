@@ -20,12 +20,11 @@ import pytest
 from builders import convert, flat, image_pixels, load_info, load_report, sha256_hex, write_image, write_manifest
 from builders import detection_line as gt_detection_line
 from pycocotools import mask as coco_mask
-from readback import OD_API_KEYS, decode_png, read_all
+from readback import OD_API_KEYS, Record, class_id, decode_png, records_by_source_id
 
 from converter.sources.coco import looks_like_coco
 from converter.sources.sagemaker_gt import looks_like_manifest
 
-Record = dict[str, list[Any]]
 BoolMask = npt.NDArray[np.bool_]
 CLASS_MASK = "image/segmentation/class/encoded"
 INSTANCE_MASKS = "image/object/mask"
@@ -92,22 +91,6 @@ def _convert(export: CocoExport, output: Path, *options: str) -> None:
     assert result.exit_code == 0, result.stderr
 
 
-def _records(output: Path) -> dict[str, Record]:
-    """Every record of every split, by source_id (each at most once)."""
-    records: dict[str, Record] = {}
-    for split_records in read_all(output).values():
-        for record in split_records:
-            key = record["image/source_id"][0].decode()
-            assert key not in records, f"{key} written twice"
-            records[key] = record
-    return records
-
-
-def _class_id(info: Mapping[str, Any], name: str) -> int:
-    classes: list[str] = info["classes"]
-    return classes.index(name) + 1
-
-
 def polygon_mask(parts: Sequence[Sequence[float]], height: int, width: int) -> BoolMask:
     """pycocotools' rasterization of a COCO polygon list (the union of its parts)."""
     rle = coco_mask.merge(coco_mask.frPyObjects([list(map(float, part)) for part in parts], height, width))
@@ -168,7 +151,7 @@ def test_datumaro_export_reads_back_exactly(shared_samples: Path, tmp_path: Path
     report = load_report(output)
     assert report["summary"]["converted"] == len(document["images"]) == 1
     assert report["skipped"] == report["objects"] == []
-    records = _records(output)
+    records = records_by_source_id(output)
     (image,) = document["images"]
     record = records[image["file_name"]]
     image_path = dataset / "images" / subset / image["file_name"]
@@ -183,7 +166,7 @@ def test_datumaro_export_reads_back_exactly(shared_samples: Path, tmp_path: Path
     _assert_boxes(record, [_coco_box(a["bbox"]) for a in annotations], (width, height))
     names = [categories[a["category_id"]] for a in annotations]
     assert record["image/object/class/text"] == [name.encode() for name in names]
-    assert record["image/object/class/label"] == [_class_id(info, name) for name in names]
+    assert record["image/object/class/label"] == [class_id(info, name) for name in names]
     assert record["image/object/is_crowd"] == [a["iscrowd"] for a in annotations]
     assert record["image/object/area"] == pytest.approx([a["bbox"][2] * a["bbox"][3] for a in annotations])
 
@@ -198,7 +181,7 @@ def test_datumaro_export_reads_back_exactly(shared_samples: Path, tmp_path: Path
             pixels = box_mask(annotation["bbox"], height, width)
         expected_instances.append(pixels)
         if segmentation:
-            expected_classes[pixels] = _class_id(info, name)  # in annotation order: later paints over earlier
+            expected_classes[pixels] = class_id(info, name)  # in annotation order: later paints over earlier
     masks = _instance_masks(record)
     assert len(masks) == len(expected_instances)
     for mask, expected in zip(masks, expected_instances, strict=True):
@@ -231,7 +214,7 @@ def test_multipart_polygons_sparse_category_ids_box_only_and_a_negative_image(tm
 
     info = load_info(output)
     assert info["classes"] == ["person", "car", "zebra"]  # by category id, not by listing order
-    records = _records(output)
+    records = records_by_source_id(output)
     assert sorted(records) == ["empty.jpg", "street.jpg"]
     record = records["street.jpg"]
     _assert_boxes(record, [_coco_box(a["bbox"]) for a in export.annotations], (64, 48))
@@ -262,7 +245,7 @@ def test_classes_file_pins_the_class_order(tmp_path: Path) -> None:
     _convert(export, output, "--classes", str(pinned))
 
     assert load_info(output)["classes"] == ["car", "person"]
-    assert _records(output)["a.jpg"]["image/object/class/label"] == [2, 1]
+    assert records_by_source_id(output)["a.jpg"]["image/object/class/label"] == [2, 1]
 
 
 def test_compressed_and_uncompressed_rle_decode_like_pycocotools(tmp_path: Path) -> None:
@@ -284,7 +267,7 @@ def test_compressed_and_uncompressed_rle_decode_like_pycocotools(tmp_path: Path)
 
     _convert(export, output, "--instance-masks")
 
-    record = _records(output)["a.png"]
+    record = records_by_source_id(output)["a.png"]
     np.testing.assert_array_equal(rle_mask(compressed_segmentation), pixels.astype(bool))
     np.testing.assert_array_equal(rle_mask(uncompressed), stripe.astype(bool))
     masks = _instance_masks(record)
@@ -307,7 +290,7 @@ def test_unknown_image_and_category_ids_are_reported(tmp_path: Path) -> None:
 
     _convert(export, output)
 
-    record = _records(output)["a.jpg"]
+    record = records_by_source_id(output)["a.jpg"]
     assert record["image/object/class/text"] == [b"cat", b"dog"]  # the image keeps its good annotations
     _assert_boxes(record, [[1, 2, 11, 10], [20, 10, 24, 14]], (64, 48))
     report = load_report(output)
@@ -333,7 +316,7 @@ def test_polygon_partly_outside_the_image_is_clipped_like_pycocotools(tmp_path: 
 
     _convert(export, output, "--instance-masks")
 
-    record = _records(output)["a.jpg"]
+    record = records_by_source_id(output)["a.jpg"]
     expected = polygon_mask(outside, 30, 40)
     assert expected.any() and not expected.all()
     for mask in _instance_masks(record):
@@ -358,7 +341,7 @@ def test_instance_masks_equal_pycocotools_per_object_masks(tmp_path: Path) -> No
 
     _convert(export, output, "--instance-masks")
 
-    masks = _instance_masks(_records(output)["a.jpg"])
+    masks = _instance_masks(records_by_source_id(output)["a.jpg"])
     expected = [
         polygon_mask(shapes[0]["segmentation"], 40, 50),
         polygon_mask(shapes[1]["segmentation"], 40, 50),
@@ -400,7 +383,7 @@ def test_overlap_policies_on_two_overlapping_polygons(tmp_path: Path, policy: st
     else:
         assert info["classes"] == ["a", "b"]
     assert info["masks"]["overlap"] == policy
-    np.testing.assert_array_equal(decode_png(_records(output)["a.jpg"][CLASS_MASK][0]), expected)
+    np.testing.assert_array_equal(decode_png(records_by_source_id(output)["a.jpg"][CLASS_MASK][0]), expected)
 
 
 def test_degenerate_polygons_are_reported(tmp_path: Path) -> None:
@@ -414,7 +397,7 @@ def test_degenerate_polygons_are_reported(tmp_path: Path) -> None:
 
     _convert(export, output)
 
-    record = _records(output)["a.jpg"]
+    record = records_by_source_id(output)["a.jpg"]
     _assert_boxes(record, [[2, 2, 12, 12], [20, 5, 25, 10]], (40, 30))
     np.testing.assert_array_equal(decode_png(record[CLASS_MASK][0]), polygon_mask([good], 30, 40).astype(np.uint8))
     notes = [(entry["code"], entry["message"]) for entry in load_report(output)["objects"]]
@@ -439,7 +422,7 @@ def test_image_entry_problems_skip_their_image_only(tmp_path: Path) -> None:
 
     _convert(export, output)
 
-    assert sorted(_records(output)) == ["twice.jpg"]
+    assert sorted(records_by_source_id(output)) == ["twice.jpg"]
     report = load_report(output)
     skipped = {(entry["key"], entry["code"]) for entry in report["skipped"]}
     assert skipped == {
@@ -489,7 +472,7 @@ def test_a_folder_with_a_coco_file_and_images_is_recognized(tmp_path: Path) -> N
 
     assert result.exit_code == 0, result.stderr
     assert load_info(output)["input"]["source"] == "coco"
-    assert _records(output)["a.jpg"]["image/object/class/text"] == [b"cat"]
+    assert records_by_source_id(output)["a.jpg"]["image/object/class/text"] == [b"cat"]
 
 
 def test_a_folder_with_a_manifest_and_a_coco_file_is_a_usage_error_listing_both(tmp_path: Path) -> None:

@@ -18,11 +18,10 @@ import pytest
 import shapely
 from builders import convert, image_pixels, load_info, load_report, write_image
 from pycocotools import mask as coco_mask
-from readback import decode_png, read_all
+from readback import Record, decode_png, records_by_source_id
 
 from converter.sources.geojson import looks_like_geojson
 
-Record = dict[str, list[Any]]
 BoolMask = npt.NDArray[np.bool_]
 Points = list[tuple[float, float]]
 CLASS_MASK = "image/segmentation/class/encoded"
@@ -58,12 +57,6 @@ def _write(root: Path, features: Sequence[dict[str, Any]], images: dict[str, tup
 def _convert(path: Path, output: Path, *options: str) -> None:
     result = convert("-a", path, "-i", path.parent / "images", "-o", output, "-s", "0", *options)
     assert result.exit_code == 0, result.stderr
-
-
-def _records(output: Path) -> dict[str, Record]:
-    return {
-        record["image/source_id"][0].decode(): record for records in read_all(output).values() for record in records
-    }
 
 
 def ring_mask(points: Points, height: int, width: int) -> BoolMask:
@@ -103,7 +96,7 @@ def test_polygons_holes_multipolygons_and_class_ids(tmp_path: Path) -> None:
 
     info = load_info(output)
     assert info["classes"] == ["1", "building", "car", "tree"]  # by numeric class_id (1, 3, 7), then by name
-    records = _records(output)
+    records = records_by_source_id(output)
     record = records["a.png"]
     assert record["image/object/class/text"] == [b"building", b"1", b"tree"]
     assert record["image/object/class/label"] == [2, 1, 4]
@@ -129,7 +122,7 @@ def test_a_self_intersecting_bow_tie_is_repaired_keeping_both_lobes(tmp_path: Pa
 
     _convert(path, output)
 
-    record = _records(output)["a.png"]
+    record = records_by_source_id(output)["a.png"]
     lobes = ring_mask([(0, 0), (10, 10), (0, 20)], 30, 30) | ring_mask([(20, 0), (10, 10), (20, 20)], 30, 30)
     np.testing.assert_array_equal(decode_png(record[CLASS_MASK][0]), lobes.astype(np.uint8))
     _assert_boxes(record, [BOW_TIE], (30, 30))
@@ -157,7 +150,7 @@ def test_missing_empty_unsupported_and_irreparable_geometries_are_reported(tmp_p
 
     _convert(path, output)
 
-    records = _records(output)
+    records = records_by_source_id(output)
     assert records["a.png"]["image/object/class/text"] == [b"2"]
     np.testing.assert_array_equal(
         decode_png(records["a.png"][CLASS_MASK][0]), ring_mask(SQUARE, 30, 30).astype(np.uint8) * 2

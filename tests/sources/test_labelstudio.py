@@ -19,13 +19,11 @@ import numpy.typing as npt
 import pytest
 from builders import convert, flat, load_info, load_report
 from labelstudio_tasks import (
-    Record,
     Size,
     annotation,
     choices,
     keypoint,
     polygon,
-    records_by_source_id,
     rectangle,
     relation,
     task,
@@ -33,7 +31,7 @@ from labelstudio_tasks import (
     write_stand_in,
 )
 from pycocotools import mask as coco_mask
-from readback import decode_png
+from readback import Record, decode_png, records_by_source_id
 
 from converter.core.sample import SourceContents
 from converter.errors import UsageError

@@ -20,14 +20,13 @@ from labelstudio_tasks import (
     brush,
     encode_brush_rle,
     mask_to_brush,
-    records_by_source_id,
     task,
     write_export,
     write_stand_in,
 )
 from PIL import Image
 from pycocotools import mask as coco_mask
-from readback import decode_png
+from readback import decode_png, records_by_source_id
 
 from converter.errors import SampleError
 from converter.sources.labelstudio_brush import brush_to_rle_mask, decode_brush_rle

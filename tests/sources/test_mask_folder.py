@@ -19,12 +19,11 @@ import pytest
 import yaml
 from builders import convert, flat, image_pixels, load_info, load_report, verify, write_image, write_palette_mask
 from PIL import Image
-from readback import OD_API_KEYS, decode_png, read_all
+from readback import OD_API_KEYS, decode_png, records_by_source_id
 
 from converter.errors import UsageError
 from converter.sources.mask_folder import LabelMap, looks_like_label_map, parse_label_map, read_label_map
 
-Record = dict[str, list[Any]]
 RED, GREEN, BLUE, BLACK = (255, 0, 0), (0, 255, 0), (0, 0, 255), (0, 0, 0)
 SIZE = (40, 30)  # width, height of every generated image
 
@@ -97,12 +96,6 @@ def _indices(values: tuple[int, ...], size: tuple[int, int] = SIZE) -> npt.NDArr
     return mask
 
 
-def _records(output: Path) -> dict[str, Record]:
-    return {
-        record["image/source_id"][0].decode(): record for records in read_all(output).values() for record in records
-    }
-
-
 def _expected_ids(
     values: npt.NDArray[Any], names: Mapping[Any, str | None], classes: list[str]
 ) -> npt.NDArray[np.uint8]:
@@ -141,7 +134,7 @@ def test_rgb_masks_with_a_clearml_colour_map(tmp_path: Path) -> None:
     assert info["classes"] == ["car", "person"]  # the map's order, background left out
     assert info["input"]["source"] == "mask_folder"
     assert info["input"]["images"] == str(export.images)
-    records = _records(output)
+    records = records_by_source_id(output)
     assert sorted(records) == sorted(masks)
     names = {BLACK: None, BLUE: "car", RED: "person"}
     for key, rgb in masks.items():
@@ -176,7 +169,7 @@ def test_index_masks_palette_grey_and_grey_saved_as_rgb(tmp_path: Path) -> None:
     info = load_info(output)
     assert info["classes"] == ["person", "car"]  # by value; index 0 is background whatever its name
     expected = _expected_ids(values, {0: None, 1: "person", 2: "car"}, info["classes"])
-    records = _records(output)
+    records = records_by_source_id(output)
     assert sorted(records) == ["grey.jpg", "palette.jpg", "rgb.jpg"]
     for record in records.values():
         np.testing.assert_array_equal(decode_png(record["image/segmentation/class/encoded"][0]), expected)
@@ -197,7 +190,7 @@ def test_sixteen_bit_index_masks_use_values_above_255(tmp_path: Path) -> None:
     assert info["classes"] == ["car", "never used"]
     expected = _expected_ids(values, {0: None, 300: "car"}, info["classes"])
     np.testing.assert_array_equal(
-        decode_png(_records(output)["deep.jpg"]["image/segmentation/class/encoded"][0]), expected
+        decode_png(records_by_source_id(output)["deep.jpg"]["image/segmentation/class/encoded"][0]), expected
     )
 
 
@@ -219,7 +212,7 @@ def test_clearml_grey_colour_keys_read_grey_and_palette_masks_by_colour(tmp_path
     info = load_info(output)
     assert info["classes"] == ["person+sitting", "cat"]  # several labels make one class
     expected = _expected_ids(values, {0: None, 1: "person+sitting", 2: "cat"}, info["classes"])
-    for record in _records(output).values():
+    for record in records_by_source_id(output).values():
         np.testing.assert_array_equal(decode_png(record["image/segmentation/class/encoded"][0]), expected)
     assert load_report(output)["skipped"] == []
 
@@ -244,7 +237,7 @@ def test_alpha_masks_paint_their_opaque_pixels(tmp_path: Path) -> None:
     assert load_info(output)["classes"] == ["person"]
     expected = np.zeros((height, width), dtype=np.uint8)
     expected[:, :20] = 1
-    records = _records(output)
+    records = records_by_source_id(output)
     np.testing.assert_array_equal(decode_png(records["cutout.jpg"]["image/segmentation/class/encoded"][0]), expected)
     [skipped] = load_report(output)["skipped"]
     assert (skipped["file"], skipped["key"], skipped["code"]) == (str(opaque_mask), "opaque.jpg", "malformed_mask")
@@ -275,7 +268,7 @@ def test_unknown_colours_and_values_fail_only_their_sample(tmp_path: Path) -> No
         assert (skipped["file"], skipped["key"], skipped["code"]) == (str(bad_mask), "bad.jpg", code)
         assert fragment in skipped["reason"]
         assert str(bad_mask) in skipped["reason"]
-        assert sorted(_records(output)) == ["good.jpg"]
+        assert sorted(records_by_source_id(output)) == ["good.jpg"]
 
 
 def test_files_that_do_not_pair_are_reported_with_their_file(tmp_path: Path) -> None:
@@ -309,7 +302,7 @@ def test_files_that_do_not_pair_are_reported_with_their_file(tmp_path: Path) -> 
     assert "20x15" in by_key["small.jpg"]["reason"] and "40x30" in by_key["small.jpg"]["reason"]
     assert str(twice_png) in by_key["twice.jpg"]["reason"] and str(twice_bmp) in by_key["twice.jpg"]["reason"]
     assert report["summary"]["input_samples"] == 5
-    assert sorted(_records(output)) == ["paired.jpg"]
+    assert sorted(records_by_source_id(output)) == ["paired.jpg"]
 
 
 def test_masks_and_images_options_name_other_folders(tmp_path: Path) -> None:
@@ -322,7 +315,7 @@ def test_masks_and_images_options_name_other_folders(tmp_path: Path) -> None:
 
     _convert_ok("-a", label_map, "-i", pictures, "--masks", annotations, "-o", output)
 
-    assert sorted(_records(output)) == ["x/a.jpg"]
+    assert sorted(records_by_source_id(output)) == ["x/a.jpg"]
     assert load_info(output)["input"]["masks"] == str(annotations)
 
 
@@ -335,7 +328,7 @@ def test_images_beside_the_label_map_leave_the_masks_folder_out(tmp_path: Path) 
 
     _convert_ok("-a", export.root, "-o", output)
 
-    assert sorted(_records(output)) == ["a.jpg"]
+    assert sorted(records_by_source_id(output)) == ["a.jpg"]
     assert load_report(output)["summary"]["input_samples"] == 1
 
 

@@ -36,27 +36,9 @@ from builders import (
     write_rgb_mask,
 )
 from PIL import Image
-from readback import OD_API_KEYS, decode_png, read_all
+from readback import OD_API_KEYS, Record, class_id, decode_png, records_by_source_id
 
 OBJECT_KEYS = tuple(key for key in OD_API_KEYS if key.startswith("image/object/"))
-
-Record = dict[str, list[Any]]
-
-
-def _records(output: Path) -> dict[str, Record]:
-    """Every record of every split, by source_id (each source_id at most once)."""
-    records: dict[str, Record] = {}
-    for split_records in read_all(output).values():
-        for record in split_records:
-            key = record["image/source_id"][0].decode()
-            assert key not in records, f"{key} written twice"
-            records[key] = record
-    return records
-
-
-def _class_id(info: Mapping[str, Any], name: str) -> int:
-    classes: list[str] = info["classes"]
-    return classes.index(name) + 1
 
 
 def _assert_boxes(
@@ -77,7 +59,7 @@ def _assert_boxes(
         [(box.top + box.height) / height for box in boxes], abs=1e-6
     )
     assert record["image/object/class/text"] == [class_map[box.class_id].encode() for box in boxes]
-    assert record["image/object/class/label"] == [_class_id(info, class_map[box.class_id]) for box in boxes]
+    assert record["image/object/class/label"] == [class_id(info, class_map[box.class_id]) for box in boxes]
     assert all(label >= 1 for label in record["image/object/class/label"])
     assert record["image/object/area"] == pytest.approx([box.width * box.height for box in boxes], rel=1e-6)
     assert record["image/object/is_crowd"] == [0] * len(boxes)
@@ -112,7 +94,7 @@ def test_detection_records_hold_every_box_class_and_image(tmp_path: Path) -> Non
 
     info = load_info(output)
     assert info["classes"] == ["cat", "dog"]
-    records = _records(output)
+    records = records_by_source_id(output)
     assert sorted(records) == sorted(export.references())
     for line in export.lines:
         assert isinstance(line, dict)
@@ -142,7 +124,7 @@ def test_float_coordinates_are_kept_exactly(tmp_path: Path) -> None:
 
     _run(export, output)
 
-    record = _records(output)[reference]
+    record = records_by_source_id(output)[reference]
     _assert_boxes(record, boxes, {0: "cat"}, (320, 240), load_info(output))
     assert load_report(output)["objects"] == []
 
@@ -188,7 +170,7 @@ def test_adjustment_job_converts_the_chosen_attribute(tmp_path: Path, attribute:
 
     info = load_info(output)
     assert info["input"]["label_attribute"] == attribute
-    records = _records(output)
+    records = records_by_source_id(output)
     boxes_per_line = len(chosen[attribute]) // 3
     for index, reference in enumerate(export.references()):
         boxes = chosen[attribute][index * boxes_per_line : (index + 1) * boxes_per_line]
@@ -206,7 +188,7 @@ def test_sparse_class_maps_give_one_class_list_ordered_by_ground_truth_id(tmp_pa
 
     info = load_info(output)
     assert info["classes"] == ["dog", "cat", "bone"]
-    records = _records(output)
+    records = records_by_source_id(output)
     assert records[first]["image/object/class/label"] == [1, 3]
     assert records[second]["image/object/class/label"] == [3]
     assert records[third]["image/object/class/label"] == [2]
@@ -233,14 +215,14 @@ def test_boxes_outside_the_image_are_clipped_or_dropped_and_reported(tmp_path: P
     _run(export, output)
 
     info = load_info(output)
-    record = _records(output)[reference]
+    record = records_by_source_id(output)[reference]
     kept = [(10, 10, 30, 30, "cat"), (0, 5, 20, 15, "cat"), (50, 40, 64, 48, "dog")]
     assert record["image/object/bbox/xmin"] == pytest.approx([box[0] / 64 for box in kept], abs=1e-6)
     assert record["image/object/bbox/ymin"] == pytest.approx([box[1] / 48 for box in kept], abs=1e-6)
     assert record["image/object/bbox/xmax"] == pytest.approx([box[2] / 64 for box in kept], abs=1e-6)
     assert record["image/object/bbox/ymax"] == pytest.approx([box[3] / 48 for box in kept], abs=1e-6)
     assert record["image/object/area"] == pytest.approx([(b[2] - b[0]) * (b[3] - b[1]) for b in kept], rel=1e-6)
-    assert record["image/object/class/label"] == [_class_id(info, box[4]) for box in kept]
+    assert record["image/object/class/label"] == [class_id(info, box[4]) for box in kept]
     assert record["image/object/is_crowd"] == [0, 0, 0]
     for key in ("xmin", "ymin", "xmax", "ymax"):
         assert all(0.0 <= value <= 1.0 for value in record[f"image/object/bbox/{key}"])
@@ -271,7 +253,7 @@ def test_exif_rotated_jpeg_keeps_its_bytes_and_uses_the_displayed_frame(tmp_path
 
     _run(export, output)
 
-    record = _records(output)[reference]
+    record = records_by_source_id(output)[reference]
     _assert_image(record, export, reference, (480, 640), "jpeg")
     _assert_boxes(record, boxes, {0: "cat"}, (480, 640), load_info(output))
     report = load_report(output)
@@ -302,7 +284,7 @@ def _gt_indices(seed: int, values: Sequence[int], shape: tuple[int, int] = (48, 
 def _expected_mask(gt_indices: npt.NDArray[np.uint8], info: Mapping[str, Any]) -> npt.NDArray[np.uint8]:
     lookup = np.zeros(256, dtype=np.uint8)
     for index, (name, _) in SEG_COLORS.items():
-        lookup[index] = 0 if index == 0 else _class_id(info, name)
+        lookup[index] = 0 if index == 0 else class_id(info, name)
     expected: npt.NDArray[np.uint8] = lookup[gt_indices]
     return expected
 
@@ -329,7 +311,7 @@ def test_semantic_segmentation_palette_masks(tmp_path: Path) -> None:
 
     info = load_info(output)
     assert info["classes"] == ["road", "car", "tree"]
-    records = _records(output)
+    records = records_by_source_id(output)
     for reference, gt_indices in masks.items():
         record = records[reference]
         _assert_image(record, export, reference, (64, 48), "png")
@@ -366,7 +348,7 @@ def test_semantic_segmentation_rgb_masks_map_through_hex_colors(tmp_path: Path) 
     _run(export, output)
 
     info = load_info(output)
-    records = _records(output)
+    records = records_by_source_id(output)
     assert sorted(records) == sorted(good)
     for reference, gt_indices in good.items():
         written = decode_png(records[reference]["image/segmentation/class/encoded"][0])
@@ -391,10 +373,10 @@ def test_image_classification_with_int_and_string_values(tmp_path: Path) -> None
 
     info = load_info(output)
     assert info["classes"] == ["dog", "cat"]  # by Ground Truth index: 0 dog, 1 cat
-    records = _records(output)
+    records = records_by_source_id(output)
     for reference, name in ((cat, "cat"), (dog, "dog"), (other_dog, "dog")):
         _assert_image(records[reference], export, reference, (64, 48), "jpeg")
-        assert records[reference]["image/class/label"] == [_class_id(info, name)]
+        assert records[reference]["image/class/label"] == [class_id(info, name)]
         assert records[reference]["image/class/text"] == [name.encode()]
         for key in OBJECT_KEYS:
             assert records[reference][key] == []
@@ -418,11 +400,11 @@ def test_multilabel_classification_writes_every_label(tmp_path: Path) -> None:
 
     info = load_info(output)
     assert info["classes"] == ["sunny", "city", "beach"]
-    records = _records(output)
+    records = records_by_source_id(output)
     for reference, (values, class_map) in zip(references, lines, strict=True):
         names = [class_map[value] for value in values]
         assert records[reference]["image/class/text"] == [name.encode() for name in names]
-        assert records[reference]["image/class/label"] == [_class_id(info, name) for name in names]
+        assert records[reference]["image/class/label"] == [class_id(info, name) for name in names]
 
 
 # ---------------------------------------------------------------------------
@@ -444,7 +426,7 @@ def test_keys_with_spaces_resolve_to_the_folder_of_the_same_name(tmp_path: Path,
 
     _run(export, output)
 
-    record = _records(output)[reference]
+    record = records_by_source_id(output)[reference]
     assert record["image/encoded"] == [data]
     assert record["image/filename"] == [b"my images/a b.jpg"]
 
@@ -486,7 +468,7 @@ def test_image_resolution_fallbacks(
 
     _run(export, output)
 
-    records = _records(output)
+    records = records_by_source_id(output)
     report = load_report(output)
     if target is not None:
         assert code is None
@@ -518,7 +500,7 @@ def test_symlink_out_of_the_images_folder_is_refused(tmp_path: Path) -> None:
 
     _run(export, output)
 
-    records = _records(output)
+    records = records_by_source_id(output)
     assert sorted(records) == [good]
     assert all(outside.read_bytes() not in record["image/encoded"] for record in records.values())
     report = load_report(output)
@@ -562,7 +544,7 @@ def test_classes_file_pins_order_and_skips_unknown_classes(tmp_path: Path, form:
 
     info = load_info(output)
     assert info["classes"] == ["cat", "dog"]
-    records = _records(output)
+    records = records_by_source_id(output)
     bird = f"{BUCKET}/bird.jpg"
     assert bird not in records
     (entry,) = load_report(output)["skipped"]
@@ -584,7 +566,7 @@ def test_allow_new_classes_appends_them_after_the_pinned_ones(tmp_path: Path, fo
 
     info = load_info(output)
     assert info["classes"] == ["cat", "dog", "bird"]
-    records = _records(output)
+    records = records_by_source_id(output)
     assert records[f"{BUCKET}/bird.jpg"]["image/object/class/label"] == [3]
     assert records[f"{BUCKET}/bird.jpg"]["image/object/class/text"] == [b"bird"]
     assert records[f"{BUCKET}/dog.jpg"]["image/object/class/label"] == [2]
@@ -608,7 +590,7 @@ def test_class_ids_never_shift_when_new_data_brings_a_new_class(tmp_path: Path) 
 
     info = load_info(second)
     assert info["classes"] == [*first_classes, "ant"]
-    before, after = _records(first), _records(second)
+    before, after = records_by_source_id(first), records_by_source_id(second)
     for reference, record in before.items():
         assert after[reference]["image/object/class/label"] == record["image/object/class/label"]
         assert after[reference]["image/object/class/text"] == record["image/object/class/text"]
@@ -692,7 +674,7 @@ def test_a_bad_line_is_skipped_with_its_line_number_and_reason(
     assert report["summary"]["skipped_by_code"] == {code: 1}
     assert report["summary"]["input_samples"] == 4
     assert report["summary"]["converted"] == 3
-    assert sorted(_records(output)) == sorted([*export.references()[:2], last])
+    assert sorted(records_by_source_id(output)) == sorted([*export.references()[:2], last])
 
 
 def test_nothing_is_lost_every_line_is_a_record_or_a_skip(tmp_path: Path) -> None:
@@ -707,7 +689,7 @@ def test_nothing_is_lost_every_line_is_a_record_or_a_skip(tmp_path: Path) -> Non
     _run(export, output)
 
     report = load_report(output)
-    records = _records(output)
+    records = records_by_source_id(output)
     converted_lines = {export.line_of(reference) for reference in records}
     skipped_lines = skipped_by_line(report)
     non_blank = {number for number, line in enumerate(export.lines, start=1) if not isinstance(line, str) or line}

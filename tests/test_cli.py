@@ -268,7 +268,9 @@ def test_dataset_info_describes_the_dataset(tmp_path: Path) -> None:
         "converter",
         "input",
         "report",
+        "entries",
     ]
+    assert info["entries"] == ["tfrecord_test", "tfrecord_train", "tfrecord_val"]
     assert info["classes"] == ["cat", "dog"]
     assert info["seed"] == 3
     assert info["split"] == pytest.approx({"train": 0.7, "validation": 0.2, "test": 0.1})

@@ -145,20 +145,21 @@ def _remove(path: Path) -> None:
 
 
 def _previous_outputs(output_dir: Path) -> list[Path]:
-    """Folders the previous dataset_info.yaml in `output_dir` listed, so a rerun replaces them."""
+    """The entries the previous dataset_info.yaml in `output_dir` owned, so a rerun replaces them.
+
+    Only paths inside the output folder count: a hand-edited file never makes us delete
+    anything outside it.
+    """
     try:
         previous = yaml.safe_load((output_dir / DATASET_INFO).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return []
-    folders = []
-    for split in ("train", "validation", "test"):
-        entry = previous.get(split) if isinstance(previous, dict) else None
-        annotations = entry.get("annotations") if isinstance(entry, dict) else None
-        if isinstance(annotations, str):
-            folder = (output_dir / annotations).resolve()
-            if folder.is_relative_to(output_dir.resolve()) and folder != output_dir.resolve():
-                folders.append(folder)
-    return folders
+    entries = previous.get("entries") if isinstance(previous, dict) else None
+    if not isinstance(entries, list):
+        return []
+    root = output_dir.resolve()
+    owned = [(output_dir / entry).resolve() for entry in entries if isinstance(entry, str)]
+    return [path for path in owned if path.is_relative_to(root) and path != root]
 
 
 def _commit(staging: Path, output_dir: Path, names: Sequence[str]) -> None:
@@ -179,6 +180,7 @@ def _dataset_info(
     layout: dict[str, Any],
     masks: dict[str, Any] | None,
     input_description: dict[str, Any],
+    entries: Sequence[str],
 ) -> dict[str, Any]:
     def path_of(relative: str) -> str:
         return str(config.output_dir.absolute() / relative) if config.absolute_paths else relative
@@ -186,15 +188,16 @@ def _dataset_info(
     info: dict[str, Any] = {"classes": list(class_names)}
     for split, output in outputs.items():
         info[split] = {
-            "annotations": path_of(output.folder),
-            "images": path_of(output.folder),
-            "samples": sum(shard.records for shard in output.shards),
-            "shards": [
+            "annotations": path_of(output.annotations),
+            "images": path_of(output.images),
+            "samples": output.samples,
+        }
+        if output.shards is not None:
+            info[split]["shards"] = [
                 {"file": path_of(shard.file), "records": shard.records, "bytes": shard.bytes, "sha256": shard.sha256}
                 for shard in output.shards
-            ],
-            "class_counts": counts[split].by_name(class_names),
-        }
+            ]
+        info[split]["class_counts"] = counts[split].by_name(class_names)
     info["record_layout"] = layout
     if masks is not None:
         info["masks"] = masks
@@ -203,6 +206,7 @@ def _dataset_info(
     info["converter"] = {"name": "dataset-converter", "version": __version__}
     info["input"] = input_description
     info["report"] = path_of(REPORT)
+    info["entries"] = sorted(entries)  # what this dataset owns in its folder; a rerun replaces exactly these
     return info
 
 
@@ -297,9 +301,7 @@ def _convert_into(staging: Path, source: Source, sink: Sink, config: ConvertConf
             events.sample_done()
         outputs[split] = writer.close()
 
-    converted: dict[str, int] = {
-        split: sum(shard.records for shard in output.shards) for split, output in outputs.items()
-    }
+    converted: dict[str, int] = {split: output.samples for split, output in outputs.items()}
     if allowed_skips is not None and len(report.skipped) > allowed_skips:
         failure = (
             f"{len(report.skipped)} of {input_samples} input samples were skipped, more than "
@@ -312,7 +314,9 @@ def _convert_into(staging: Path, source: Source, sink: Sink, config: ConvertConf
     if failure:
         _commit_report_only(staging, config.output_dir)
     else:
-        combination_names = combinations.names if combinations else []
+        class_names = [*classes.names, *(combinations.names if combinations else [])]
+        entries = [entry for output in outputs.values() for entry in output.entries]
+        entries += sink.finish(staging, class_names)
         masks = None
         if options.class_masks:
             masks = {
@@ -323,7 +327,7 @@ def _convert_into(staging: Path, source: Source, sink: Sink, config: ConvertConf
                 "instance_masks": config.instance_masks,
             }
         info = _dataset_info(
-            [*classes.names, *combination_names],
+            class_names,
             outputs,
             counts,
             config,
@@ -335,9 +339,10 @@ def _convert_into(staging: Path, source: Source, sink: Sink, config: ConvertConf
                 "converted": document["summary"]["converted"],
                 "skipped": document["summary"]["skipped"],
             },
+            entries,
         )
         (staging / DATASET_INFO).write_text(yaml.safe_dump(info, sort_keys=False, allow_unicode=True), encoding="utf-8")
-        _commit(staging, config.output_dir, [output.folder for output in outputs.values()] + [REPORT, DATASET_INFO])
+        _commit(staging, config.output_dir, [*entries, REPORT, DATASET_INFO])
     events.finished(document)
     return RunResult(report=document, succeeded=failure is None)
 

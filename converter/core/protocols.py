@@ -7,6 +7,7 @@ and nothing of exports. Both are registered by CLI name in `converter.sources` a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,10 +28,18 @@ class Source(Protocol):
 
 @dataclass(frozen=True)
 class SplitOutput:
-    """What a sink wrote for one split. `folder` is relative to the output folder."""
+    """What a sink wrote for one split; every path is relative to the output folder.
 
-    folder: str
-    shards: tuple[ShardInfo, ...]
+    `annotations` and `images` are what dataset_info.yaml lists for the split (for TFRecords
+    both are the shard folder); `entries` are the top-level files and folders the split
+    owns, which the pipeline moves into place and a later run replaces.
+    """
+
+    annotations: str
+    images: str
+    samples: int
+    entries: tuple[str, ...]
+    shards: tuple[ShardInfo, ...] | None = None  # None for formats that are not sharded
 
 
 class SplitWriter(Protocol):
@@ -47,6 +56,10 @@ class Sink(Protocol):
     """An output format."""
 
     def open_split(self, output_dir: Path, split: SplitName, options: RecordOptions) -> SplitWriter: ...
+
+    def finish(self, output_dir: Path, class_names: Sequence[str]) -> tuple[str, ...]:
+        """Write dataset-level files (a label map) once every split is closed; returns their names."""
+        ...
 
     def describe_layout(self, options: RecordOptions) -> dict[str, Any]:
         """The record layout, for dataset_info.yaml."""

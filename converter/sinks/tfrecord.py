@@ -8,6 +8,7 @@ background); boxes are normalized to [0, 1] and clipped.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,14 @@ class _TFRecordSplitWriter:
         self._shards.write(frame_record(encode_example(object_detection_features(sample, self._options))))
 
     def close(self) -> SplitOutput:
-        return SplitOutput(folder=self._folder_name, shards=self._shards.close())
+        shards = self._shards.close()
+        return SplitOutput(
+            annotations=self._folder_name,
+            images=self._folder_name,
+            samples=sum(shard.records for shard in shards),
+            entries=(self._folder_name,),
+            shards=shards,
+        )
 
 
 class TFRecordSink:
@@ -123,6 +131,10 @@ class TFRecordSink:
 
     def open_split(self, output_dir: Path, split: SplitName, options: RecordOptions) -> _TFRecordSplitWriter:
         return _TFRecordSplitWriter(output_dir, split, self.max_shard_bytes, options)
+
+    def finish(self, output_dir: Path, class_names: Sequence[str]) -> tuple[str, ...]:
+        """TFRecords carry their class texts; dataset_info.yaml's `classes` is the label map."""
+        return ()
 
     def describe_layout(self, options: RecordOptions) -> dict[str, Any]:
         return {

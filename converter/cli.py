@@ -43,9 +43,16 @@ app = typer.Typer(
 OutputFormat = enum.Enum("OutputFormat", {name: name for name in SINKS}, type=str)  # type: ignore[misc]
 SourceFormat = enum.Enum("SourceFormat", {name: name for name in SOURCES}, type=str)  # type: ignore[misc]
 
+IMAGE_CACHE_FOLDER = ".image-cache"
 INPUT_PANEL, SPLIT_PANEL, OUTPUT_PANEL = "Input", "Splits and classes", "Output"
-MASKS_PANEL, LABEL_STUDIO_PANEL = "Masks", "Label Studio server"
+MASKS_PANEL, LABEL_STUDIO_PANEL, SCALE_PANEL = "Masks", "Label Studio server", "Scale AI"
 LABEL_STUDIO_TOKEN_VARIABLE = "LABEL_STUDIO_API_KEY"
+SCALE_KEY_VARIABLE = "SCALE_API_KEY"
+
+
+class RecordLayout(enum.StrEnum):
+    object_detection_api = "object-detection-api"
+    modelpack = "modelpack"
 
 
 class Overlap(enum.StrEnum):
@@ -60,20 +67,28 @@ class AnnotationRule(enum.StrEnum):
     oldest = "oldest"
 
 
-def _labelstudio_token(token_path: Path | None) -> Secret:
-    """The token from --labelstudio-token-path, else LABEL_STUDIO_API_KEY; wrapped so it never prints."""
-    if token_path is not None:
+def _secret_from(path: Path | None, variable: str, what: str) -> Secret:
+    """A credential from a file (its path given by an option), else from an environment variable.
+
+    Wrapped in `Secret` at once, so it never reaches a log line, a report or a traceback.
+    """
+    secret = _optional_secret(path, variable)
+    if secret is None:
+        raise UsageError(f"no {what}: set {variable} or pass the option naming a file that holds it")
+    return secret
+
+
+def _optional_secret(path: Path | None, variable: str) -> Secret | None:
+    if path is not None:
         try:
-            token = token_path.read_text(encoding="utf-8").strip()
+            value = path.read_text(encoding="utf-8").strip()
         except OSError as error:
-            raise UsageError(f"cannot read --labelstudio-token-path {token_path}: {error.strerror}") from None
-        if not token:
-            raise UsageError(f"--labelstudio-token-path {token_path} is empty")
-        return Secret(token)
-    token = os.environ.get(LABEL_STUDIO_TOKEN_VARIABLE, "").strip()
-    if not token:
-        raise UsageError(f"no Label Studio token: set {LABEL_STUDIO_TOKEN_VARIABLE} or pass --labelstudio-token-path")
-    return Secret(token)
+            raise UsageError(f"cannot read {path}: {error.strerror}") from None
+        if not value:
+            raise UsageError(f"{path} is empty")
+        return Secret(value)
+    value = os.environ.get(variable, "").strip()
+    return Secret(value) if value else None
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -343,6 +358,71 @@ def convert(
             "(ground-truth-then-newest), the newest, or the oldest.",
         ),
     ] = AnnotationRule.ground_truth_then_newest,
+    scale_project: Annotated[
+        str | None,
+        typer.Option(
+            "--scale-project",
+            rich_help_panel=SCALE_PANEL,
+            help="Pull completed tasks of this Scale AI project through the API instead of an export file.",
+        ),
+    ] = None,
+    batch: Annotated[
+        list[str] | None,
+        typer.Option("--batch", rich_help_panel=SCALE_PANEL, help="With --scale-project: only these batches (repeat)."),
+    ] = None,
+    created_after: Annotated[
+        str | None,
+        typer.Option(
+            "--created-after",
+            rich_help_panel=SCALE_PANEL,
+            help="Scale AI: only tasks created on or after this date (YYYY-MM-DD); others are left out, not reported.",
+        ),
+    ] = None,
+    created_before: Annotated[
+        str | None,
+        typer.Option(
+            "--created-before",
+            rich_help_panel=SCALE_PANEL,
+            help="Scale AI: only tasks created before this date (YYYY-MM-DD); others are left out, not reported.",
+        ),
+    ] = None,
+    scale_api_key_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--scale-api-key-path",
+            rich_help_panel=SCALE_PANEL,
+            exists=True,
+            dir_okay=False,
+            help=f"File holding the Scale AI API key; default: the {SCALE_KEY_VARIABLE} environment variable. "
+            "Never logged or written.",
+        ),
+    ] = None,
+    download_images: Annotated[
+        bool,
+        typer.Option(
+            "--download-images",
+            rich_help_panel=SCALE_PANEL,
+            help="Fetch images behind http(s) URLs (concurrently, with retries) instead of resolving them under -i.",
+        ),
+    ] = False,
+    image_cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--image-cache",
+            rich_help_panel=SCALE_PANEL,
+            file_okay=False,
+            help="With --download-images: keep downloaded images here and reuse them; default: <output>/.image-cache.",
+        ),
+    ] = None,
+    layout: Annotated[
+        RecordLayout,
+        typer.Option(
+            "--layout",
+            rich_help_panel=OUTPUT_PANEL,
+            help="TFRecord feature names: the Object Detection API's (object-detection-api) or ModelPack's "
+            "(modelpack).",
+        ),
+    ] = RecordLayout.object_detection_api,
 ) -> None:
     """Convert an annotation export into a dataset: shards per split, dataset_info.yaml and report.json."""
     try:
@@ -370,6 +450,8 @@ def convert(
             if project is None:
                 raise UsageError("--labelstudio-url needs --project (the Label Studio project id)")
             located = LocatedExport("labelstudio", None, annotations)
+        elif scale_project is not None:
+            located = LocatedExport("scale", None, annotations)
         else:
             located = locate_export(annotations, source.value if source else None)
         images_root = images if images is not None else located.default_images
@@ -383,8 +465,19 @@ def convert(
             masks=masks,
             labelstudio_url=labelstudio_url,
             labelstudio_project=project,
-            labelstudio_token=_labelstudio_token(labelstudio_token_path) if labelstudio_url else None,
+            labelstudio_token=_secret_from(labelstudio_token_path, LABEL_STUDIO_TOKEN_VARIABLE, "Label Studio token")
+            if labelstudio_url
+            else None,
             annotation_rule=annotation_rule.value,
+            scale_project=scale_project,
+            scale_batches=tuple(batch or ()),
+            created_after=created_after,
+            created_before=created_before,
+            scale_api_key=_secret_from(scale_api_key_path, SCALE_KEY_VARIABLE, "Scale AI API key")
+            if scale_project is not None
+            else _optional_secret(scale_api_key_path, SCALE_KEY_VARIABLE),
+            download_images=download_images,
+            image_cache=image_cache if image_cache is not None else output / IMAGE_CACHE_FOLDER,
         )
         config = ConvertConfig(
             output_dir=output,
@@ -395,6 +488,7 @@ def convert(
             absolute_paths=absolute_paths,
             max_skipped=skip_limit,
             overlap=overlap.value,
+            layout=layout.value,
             class_priority=priority,
             instance_masks=instance_masks,
         )

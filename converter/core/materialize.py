@@ -50,6 +50,7 @@ class RecordOptions:
     keypoints: bool = False
     overlap: OverlapPolicy = "order"
     class_priority: tuple[str, ...] = ()
+    layout: str = "object-detection-api"  # a sink's choice of feature names (TFRecord: or "modelpack")
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,7 @@ class ConvertConfig:
     overlap: OverlapPolicy = "order"
     class_priority: tuple[str, ...] = ()
     instance_masks: bool = False
+    layout: str = "object-detection-api"
 
 
 class RunEvents(Protocol):
@@ -271,6 +272,7 @@ def _convert_into(staging: Path, source: Source, sink: Sink, config: ConvertConf
         keypoints=any(sample.keypoints for sample in admitted),
         overlap=config.overlap,
         class_priority=config.class_priority,
+        layout=config.layout,
     )
     combinations = CombinationClasses(classes.names) if config.overlap == "combine" else None
     input_samples = len(contents.samples) + len(contents.skipped)

@@ -41,6 +41,13 @@ class SourceOptions:
     labelstudio_project: int | None = None
     labelstudio_token: Secret | None = None
     annotation_rule: str = "ground-truth-then-newest"
+    scale_project: str | None = None
+    scale_batches: tuple[str, ...] = ()
+    created_after: str | None = None  # YYYY-MM-DD
+    created_before: str | None = None
+    scale_api_key: Secret | None = None
+    download_images: bool = False
+    image_cache: Path | None = None
 
 
 @dataclass(frozen=True)

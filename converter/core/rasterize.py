@@ -237,18 +237,20 @@ def compose_class_mask(
     `combine`: a pixel covered by several classes gets their combination class.
     `base` is a mask to paint over (a mask file's classes), taken as the first layer.
     """
-    canvas = np.zeros((height, width), dtype=np.uint8) if base is None else base.copy()
+    # Painted in column-major order, the layout pycocotools decodes into: about twice as fast
+    # as scattering column-major layers into a row-major canvas. Returned row-major, as PNG wants.
+    canvas = np.zeros((height, width), dtype=np.uint8, order="F") if base is None else np.array(base, order="F")
     if policy == "combine":
         if combinations is None:
             raise ValueError("the combine policy needs a CombinationClasses registry")
-        return _combine(canvas, layers, combinations)
+        return np.ascontiguousarray(_combine(canvas, layers, combinations))
     ordered = list(layers)
     if policy == "priority":
         rank = {class_id: position for position, class_id in enumerate(priority)}
         ordered.sort(key=lambda layer: -rank.get(layer[0], len(rank)))  # stable: ties keep annotation order
     for class_id, covered in ordered:
         canvas[covered] = class_id
-    return canvas
+    return np.ascontiguousarray(canvas)
 
 
 def _combine(

@@ -30,7 +30,7 @@ from converter.core.split import SPLIT_NAMES, parse_split_fractions
 from converter.core.verify import verify_dataset
 from converter.errors import ConverterError, SampleLocation, UsageError
 from converter.sinks import SINKS
-from converter.sinks.tfrecord import check_record_contents
+from converter.sinks.tfrecord import OBJECT_DETECTION_API, check_record_contents
 from converter.sources import SOURCES, LocatedExport, SourceOptions, locate_export
 
 app = typer.Typer(
@@ -177,8 +177,8 @@ def convert(
             "--annotations",
             envvar="DATASET_CONVERTER_ANNOTATIONS",
             rich_help_panel=INPUT_PANEL,
-            help="Annotation file (manifest, COCO or GeoJSON JSON, Label Studio export, mask label map), or a "
-            "folder holding exactly one; its format is recognized unless --source says it.",
+            help="Annotation file (manifest, COCO or GeoJSON JSON, Label Studio or Scale AI export, mask label map), "
+            "or a folder holding exactly one; its format is recognized unless --source says it.",
         ),
     ] = Path("/data_in"),
     images: Annotated[
@@ -225,7 +225,8 @@ def convert(
             "-f",
             "--format",
             rich_help_panel=OUTPUT_PANEL,
-            help="Output format.",
+            help="Output format: tfrecord (shards, see --layout), masterful (Masterful CLI CSV), json (a JSON file "
+            "per image), masks (images and same-named PNG class masks); docs/outputs.md describes each.",
         ),
     ] = OutputFormat.tfrecord,  # type: ignore[attr-defined]
     partition: Annotated[
@@ -243,7 +244,8 @@ def convert(
         typer.Option(
             "--absolute-paths",
             rich_help_panel=OUTPUT_PANEL,
-            help="Write absolute paths in dataset_info.yaml instead of paths relative to its folder.",
+            help="Write absolute paths in dataset_info.yaml, Masterful CSVs and JSON annotations instead of "
+            "relative ones (relative to the file that holds them, so the dataset can move).",
         ),
     ] = False,
     split: Annotated[
@@ -368,14 +370,18 @@ def convert(
     ] = None,
     batch: Annotated[
         list[str] | None,
-        typer.Option("--batch", rich_help_panel=SCALE_PANEL, help="With --scale-project: only these batches (repeat)."),
+        typer.Option(
+            "--batch",
+            rich_help_panel=SCALE_PANEL,
+            help="Scale AI: only tasks of these batches (repeat); other tasks are left out, not reported.",
+        ),
     ] = None,
     created_after: Annotated[
         str | None,
         typer.Option(
             "--created-after",
             rich_help_panel=SCALE_PANEL,
-            help="Scale AI: only tasks created on or after this date (YYYY-MM-DD); others are left out, not reported.",
+            help="Scale AI: only tasks created on or after this UTC day (YYYY-MM-DD); others are left out unreported.",
         ),
     ] = None,
     created_before: Annotated[
@@ -383,7 +389,8 @@ def convert(
         typer.Option(
             "--created-before",
             rich_help_panel=SCALE_PANEL,
-            help="Scale AI: only tasks created before this date (YYYY-MM-DD); others are left out, not reported.",
+            help="Scale AI: only tasks created before this UTC day (YYYY-MM-DD, exclusive); others are left out "
+            "unreported.",
         ),
     ] = None,
     scale_api_key_path: Annotated[
@@ -395,6 +402,14 @@ def convert(
             dir_okay=False,
             help=f"File holding the Scale AI API key; default: the {SCALE_KEY_VARIABLE} environment variable. "
             "Never logged or written.",
+        ),
+    ] = None,
+    scale_api_url: Annotated[
+        str | None,
+        typer.Option(
+            "--scale-api-url",
+            rich_help_panel=SCALE_PANEL,
+            help="Scale AI API base URL, for a proxy or a stand-in server; default: https://api.scale.com/v1.",
         ),
     ] = None,
     download_images: Annotated[
@@ -437,6 +452,10 @@ def convert(
         skip_limit = SkipLimit.parse(max_skipped) if max_skipped is not None else None
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="'--max-skipped'") from None
+    if layout.value != OBJECT_DETECTION_API and output_format.value != "tfrecord":
+        raise typer.BadParameter(
+            "--layout chooses TFRecord feature names; it needs -f tfrecord", param_hint="'--layout'"
+        )
     if allow_new_classes and classes is None:
         raise typer.BadParameter("--allow-new-classes needs --classes", param_hint="'--allow-new-classes'")
     priority = tuple(name.strip() for name in class_priority.split(",") if name.strip()) if class_priority else ()
@@ -455,7 +474,8 @@ def convert(
         else:
             located = locate_export(annotations, source.value if source else None)
         images_root = images if images is not None else located.default_images
-        if not images_root.is_dir():
+        if not images_root.is_dir() and not (download_images and images is None):
+            # downloads need no images folder; references that are not URLs then fail one by one, saying where
             raise UsageError(f"images folder {images_root} does not exist")
         options = SourceOptions(
             annotations=located.annotations,
@@ -476,6 +496,7 @@ def convert(
             scale_api_key=_secret_from(scale_api_key_path, SCALE_KEY_VARIABLE, "Scale AI API key")
             if scale_project is not None
             else _optional_secret(scale_api_key_path, SCALE_KEY_VARIABLE),
+            scale_api_url=scale_api_url,
             download_images=download_images,
             image_cache=image_cache if image_cache is not None else output / IMAGE_CACHE_FOLDER,
         )
@@ -516,32 +537,36 @@ def verify(
         bool,
         typer.Option(
             "--records/--no-records",
-            help="Also parse every record with TensorFlow and check keys, boxes, class ids and image hashes.",
+            help="Also parse every TFRecord with TensorFlow and check keys, boxes, class ids (and image hashes).",
         ),
     ] = True,
 ) -> None:
-    """Check that every shard listed in dataset_info.yaml is present, intact and holds what it should."""
+    """Check that every file dataset_info.yaml lists is present, intact and holds what it should."""
     info_path = dataset / "dataset_info.yaml" if dataset.is_dir() else dataset
     count, problems = verify_dataset(info_path)
-    checked = "shard sizes, sha256, CRCs and counts"
-    if records and not problems:
-        info = yaml.safe_load(info_path.read_text(encoding="utf-8"))
-        if info.get("record_layout", {}).get("layout") == "object_detection_api":
-            if importlib.util.find_spec("tensorflow") is None:
-                typer.echo("NOTE: TensorFlow is not installed, so record contents were not parsed", err=True)
-            else:
-                shards = [
-                    info_path.parent / shard["file"]
-                    for split in SPLIT_NAMES
-                    for shard in info.get(split, {}).get("shards", [])
-                ]
-                _, problems = check_record_contents(shards, list(info["classes"]))
-                checked += ", and every record parsed by TensorFlow"
+    info = yaml.safe_load(info_path.read_text(encoding="utf-8")) if not problems else {}
+    record_layout = info.get("record_layout", {})
+    sharded = record_layout.get("format", "tfrecord") == "tfrecord"
+    if sharded:
+        listed, checked = "shards", "shard sizes, sha256, CRCs and counts"
+    else:
+        listed, checked = "files", "every file's sha256 against its split's SHA256SUMS, and counts"
+    if records and not problems and sharded:
+        if importlib.util.find_spec("tensorflow") is None:
+            typer.echo("NOTE: TensorFlow is not installed, so record contents were not parsed", err=True)
+        else:
+            shards = [
+                info_path.parent / shard["file"]
+                for split in SPLIT_NAMES
+                for shard in info.get(split, {}).get("shards", [])
+            ]
+            _, problems = check_record_contents(shards, list(info["classes"]), record_layout.get("layout", ""))
+            checked += ", and every record parsed by TensorFlow"
     for problem in problems:
         typer.echo(f"ERROR: {problem}", err=True)
     if problems:
         raise typer.Exit(code=1)
-    typer.echo(f"OK: {count} records in the shards listed by {info_path} ({checked})")
+    typer.echo(f"OK: {count} records in the {listed} listed by {info_path} ({checked})")
 
 
 @app.command("version")

@@ -9,6 +9,7 @@ DATASET_CONVERTER_REQUIRE_DOCKER=1 (set by CI) turns that skip into a failure.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -234,9 +235,23 @@ EXPORTS: dict[str, Callable[[Path, pytest.TempPathFactory], Export]] = {
 }
 
 
-@pytest.fixture(scope="module", params=sorted(EXPORTS))
+# Every output format, on exports its task fits: the container must write each as the package does.
+OUTPUT_FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "cat_bbox-masterful": ("cat_bbox", ("-f", "masterful")),
+    "cat_bbox-json": ("cat_bbox", ("-f", "json")),
+    "cat_bbox-modelpack": ("cat_bbox", ("--layout", "modelpack")),
+    "labelstudio_polygons-json": ("labelstudio_polygons", ("-f", "json")),  # polygons and instance masks
+    "mask_folder-masks": ("mask_folder", ("-f", "masks")),
+    "pcb_semseg-masterful": ("pcb_semseg", ("-f", "masterful")),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(EXPORTS) + sorted(OUTPUT_FORMATS))
 def export(request: pytest.FixtureRequest, shared_samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Export:
-    return EXPORTS[request.param](shared_samples, tmp_path_factory)
+    """An export with its options; the OUTPUT_FORMATS ids add a format's options to an export's own."""
+    name, format_options = OUTPUT_FORMATS.get(request.param, (request.param, ()))
+    built = EXPORTS[name](shared_samples, tmp_path_factory)
+    return dataclasses.replace(built, options=built.options + format_options)
 
 
 @dataclass(frozen=True)
@@ -287,7 +302,7 @@ def test_container_output_equals_the_package_output(conversion: Conversion) -> N
     assert sorted(inside) == sorted(outside)
     shards_inside = {name: digest for name, digest in inside.items() if name not in (DATASET_INFO, REPORT)}
     shards_outside = {name: digest for name, digest in outside.items() if name not in (DATASET_INFO, REPORT)}
-    assert shards_inside, "the conversion wrote no shard"
+    assert shards_inside, "the conversion wrote no shard or file"
     assert shards_inside == shards_outside
 
     info_inside = yaml.safe_load((conversion.inside / DATASET_INFO).read_text(encoding="utf-8"))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -43,7 +44,14 @@ BoxXYXY = tuple[float, float, float, float]
 
 @dataclass(frozen=True)
 class RecordOptions:
-    """Which optional features every record of a run carries, and how masks are painted."""
+    """Which optional features every record of a run carries, and how masks are painted.
+
+    `objects` says some sample of the run has objects, so formats that hold one task per
+    dataset (Masterful's CSV) can choose detection before the first record. `absolute_root`
+    is the output folder's final place with `--absolute-paths`: file references a sink
+    writes inside its files (CSV, JSON) are then absolute; without it they are relative,
+    so the dataset can move. Sinks see only the staging folder, hence this field.
+    """
 
     class_masks: bool = False
     instance_masks: bool = False
@@ -51,14 +59,23 @@ class RecordOptions:
     overlap: OverlapPolicy = "order"
     class_priority: tuple[str, ...] = ()
     layout: str = "object-detection-api"  # a sink's choice of feature names (TFRecord: or "modelpack")
+    objects: bool = False
+    absolute_root: Path | None = None
 
 
 @dataclass(frozen=True)
 class EncodedObject:
-    """One object ready to write: a box normalized to [0, 1] and its class id (from 1)."""
+    """One object ready to write: a box normalized to [0, 1] and its class id (from 1).
+
+    `bbox_pixels` is the same clipped box in displayed pixels, kept as the source gave it
+    (not recomputed from the normalized one) so pixel formats write the source's numbers
+    exactly; `object_index` is the object's position in `Sample.objects`, where its shape is.
+    """
 
     class_id: int
     class_name: str
+    object_index: int
+    bbox_pixels: BoxXYXY
     bbox_normalized: BoxXYXY
     area_pixels: float
     is_crowd: bool
@@ -67,8 +84,12 @@ class EncodedObject:
 
 @dataclass(frozen=True)
 class EncodedKeypoint:
+    """A keypoint in displayed pixels and normalized to [0, 1]."""
+
     class_id: int
     class_name: str
+    x_pixels: float
+    y_pixels: float
     x_normalized: float
     y_normalized: float
 
@@ -209,6 +230,8 @@ def materialize(
             EncodedObject(
                 class_id=classes.id_of(obj.class_name),
                 class_name=obj.class_name,
+                object_index=index,
+                bbox_pixels=(x_min * scale_x, y_min * scale_y, x_max * scale_x, y_max * scale_y),
                 bbox_normalized=(x_min / frame_width, y_min / frame_height, x_max / frame_width, y_max / frame_height),
                 area_pixels=(x_max - x_min) * scale_x * (y_max - y_min) * scale_y,
                 is_crowd=obj.is_crowd,
@@ -242,7 +265,12 @@ def materialize(
                 continue
             keypoints.append(
                 EncodedKeypoint(
-                    classes.id_of(point.class_name), point.class_name, point.x / frame_width, point.y / frame_height
+                    classes.id_of(point.class_name),
+                    point.class_name,
+                    point.x * (image.width / frame_width),  # the scale is exactly 1 when the frames agree
+                    point.y * (image.height / frame_height),
+                    point.x / frame_width,
+                    point.y / frame_height,
                 )
             )
 

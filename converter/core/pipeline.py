@@ -198,6 +198,14 @@ def _dataset_info(
                 {"file": path_of(shard.file), "records": shard.records, "bytes": shard.bytes, "sha256": shard.sha256}
                 for shard in output.shards
             ]
+        if output.checksums is not None:
+            manifest = output.checksums
+            info[split]["checksums"] = {
+                "file": path_of(manifest.file),
+                "files": manifest.files,
+                "bytes": manifest.bytes,
+                "sha256": manifest.sha256,
+            }
         info[split]["class_counts"] = counts[split].by_name(class_names)
     info["record_layout"] = layout
     if masks is not None:
@@ -273,6 +281,8 @@ def _convert_into(staging: Path, source: Source, sink: Sink, config: ConvertConf
         overlap=config.overlap,
         class_priority=config.class_priority,
         layout=config.layout,
+        objects=any(sample.objects for sample in admitted),
+        absolute_root=config.output_dir.absolute() if config.absolute_paths else None,
     )
     combinations = CombinationClasses(classes.names) if config.overlap == "combine" else None
     input_samples = len(contents.samples) + len(contents.skipped)

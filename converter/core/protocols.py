@@ -27,19 +27,36 @@ class Source(Protocol):
 
 
 @dataclass(frozen=True)
+class ChecksumManifest:
+    """A `sha256sum`-format file listing every file a split of a file-per-sample format wrote.
+
+    dataset_info.yaml records the manifest itself (size and sha256) rather than every
+    file: a dataset of 100,000 images would otherwise make it a 15 MB file nobody reads.
+    `file` is relative to the output folder, and so are the paths inside the manifest.
+    """
+
+    file: str
+    files: int
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class SplitOutput:
     """What a sink wrote for one split; every path is relative to the output folder.
 
     `annotations` and `images` are what dataset_info.yaml lists for the split (for TFRecords
     both are the shard folder); `entries` are the top-level files and folders the split
-    owns, which the pipeline moves into place and a later run replaces.
+    owns, which the pipeline moves into place and a later run replaces. Sharded formats
+    give `shards`; formats that write a file per sample give `checksums`.
     """
 
     annotations: str
     images: str
     samples: int
     entries: tuple[str, ...]
-    shards: tuple[ShardInfo, ...] | None = None  # None for formats that are not sharded
+    shards: tuple[ShardInfo, ...] | None = None
+    checksums: ChecksumManifest | None = None
 
 
 class SplitWriter(Protocol):

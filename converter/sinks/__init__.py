@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from converter.core.protocols import Sink
+from converter.sinks.json_files import JsonFilesSink
+from converter.sinks.masks import MasksSink
+from converter.sinks.masterful import MasterfulSink
 from converter.sinks.tfrecord import TFRecordSink
 
 SinkFactory = Callable[[int], Sink]
@@ -12,4 +15,7 @@ SinkFactory = Callable[[int], Sink]
 
 SINKS: dict[str, SinkFactory] = {
     "tfrecord": TFRecordSink,
+    "masterful": MasterfulSink,
+    "json": JsonFilesSink,
+    "masks": MasksSink,
 }

@@ -1,20 +1,34 @@
-"""TFRecord shards in the TF Object Detection API / Model Garden layout.
+"""TFRecord shards in one of two record layouts: the TF Object Detection API's or ModelPack's.
 
-Every record carries every key below, with empty lists where a sample has nothing of
-that kind, so readers can parse all records with one feature spec. The segmentation
-keys are present only on samples that have a mask. Class ids start at 1 (0 is
-background); boxes are normalized to [0, 1] and clipped.
+Object Detection API / Model Garden (`--layout object-detection-api`, the default): every
+record carries every key of `_OD_API_KEYS`, with empty lists where a sample has nothing of
+that kind, so readers can parse all records with one feature spec; the segmentation,
+instance mask and keypoint keys are on every record of a run that has them. Class ids
+start at 1 (0 is background); boxes are normalized to [0, 1] and clipped.
+
+ModelPack (`--layout modelpack`): the features ModelPack's DeepView validator parses,
+`image` (the file's bytes), `image_name`, `width`, `height`, `objects` (0-based indices
+into dataset_info.yaml's `classes`) and `bboxes` (four floats per object: normalized
+`[x_center, y_center, width, height]`, the validator's default "yolo" box format). Boxes
+only: class masks, keypoints and image-level labels have no ModelPack key and are not
+written (dataset_info.yaml's record_layout says which were left out), and
+`--instance-masks` is refused rather than ignored.
+
+Both tables of feature names live in this module, beside the checks `verify` runs on them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from converter.core.classes import FIRST_CLASS_ID
 from converter.core.materialize import EncodedSample, RecordOptions
 from converter.core.protocols import SplitOutput
 from converter.core.split import SplitName
+from converter.errors import UsageError
 from converter.formats.tfrecord import BytesFeature, Feature, FloatFeature, Int64Feature, encode_example, frame_record
 from converter.sinks._sharded_file import ShardedFileWriter
 
@@ -46,7 +60,7 @@ OBJECT_MASK = "image/object/mask"
 KEYPOINT_X = "image/object/keypoint/x"
 KEYPOINT_Y = "image/object/keypoint/y"
 KEYPOINT_TEXT = "image/object/keypoint/text"
-_RECORD_KEYS = (
+_OD_API_KEYS = (
     IMAGE_ENCODED,
     IMAGE_FORMAT,
     IMAGE_HEIGHT,
@@ -65,6 +79,29 @@ _RECORD_KEYS = (
     IMAGE_CLASS_LABEL,
     IMAGE_CLASS_TEXT,
 )  # every record carries all of these; the segmentation keys only records with a mask
+
+
+# The ModelPack keys (the DeepView validator's feature spec), in one place.
+MODELPACK_IMAGE = "image"
+MODELPACK_IMAGE_NAME = "image_name"
+MODELPACK_WIDTH = "width"
+MODELPACK_HEIGHT = "height"
+MODELPACK_OBJECTS = "objects"
+MODELPACK_BBOXES = "bboxes"
+_MODELPACK_KEYS = (
+    MODELPACK_IMAGE,
+    MODELPACK_IMAGE_NAME,
+    MODELPACK_WIDTH,
+    MODELPACK_HEIGHT,
+    MODELPACK_OBJECTS,
+    MODELPACK_BBOXES,
+)
+MODELPACK_VALUES_PER_BOX = 4
+
+# `--layout` values, and the names dataset_info.yaml's record_layout gives them.
+OBJECT_DETECTION_API = "object-detection-api"
+MODELPACK = "modelpack"
+LAYOUT_NAMES = {OBJECT_DETECTION_API: "object_detection_api", MODELPACK: "modelpack"}
 
 
 def object_detection_features(sample: EncodedSample, options: RecordOptions) -> dict[str, Feature]:
@@ -101,16 +138,37 @@ def object_detection_features(sample: EncodedSample, options: RecordOptions) -> 
     return features
 
 
+def modelpack_features(sample: EncodedSample, options: RecordOptions) -> dict[str, Feature]:
+    """The features of one ModelPack record; `options` only to share the OD API function's signature."""
+    boxes: list[float] = []
+    for obj in sample.objects:
+        x_min, y_min, x_max, y_max = obj.bbox_normalized
+        boxes += [(x_min + x_max) / 2, (y_min + y_max) / 2, x_max - x_min, y_max - y_min]
+    return {
+        MODELPACK_IMAGE: BytesFeature([sample.image_bytes]),
+        MODELPACK_IMAGE_NAME: BytesFeature([sample.sample.image_name.encode()]),
+        MODELPACK_WIDTH: Int64Feature([sample.image.width]),
+        MODELPACK_HEIGHT: Int64Feature([sample.image.height]),
+        MODELPACK_OBJECTS: Int64Feature([obj.class_id - FIRST_CLASS_ID for obj in sample.objects]),
+        MODELPACK_BBOXES: FloatFeature(boxes),
+    }
+
+
+FeatureBuilder = Callable[[EncodedSample, RecordOptions], dict[str, Feature]]
+_FEATURES: dict[str, FeatureBuilder] = {OBJECT_DETECTION_API: object_detection_features, MODELPACK: modelpack_features}
+
+
 class _TFRecordSplitWriter:
     def __init__(self, output_dir: Path, split: SplitName, max_shard_bytes: int, options: RecordOptions) -> None:
         self._options = options
+        self._features = _FEATURES[options.layout]
         self._folder_name = SPLIT_FOLDERS[split]
         self._shards = ShardedFileWriter(
             output_dir / self._folder_name, SHARD_PREFIXES[split], SHARD_SUFFIX, max_shard_bytes, relative_to=output_dir
         )
 
     def write(self, sample: EncodedSample) -> None:
-        self._shards.write(frame_record(encode_example(object_detection_features(sample, self._options))))
+        self._shards.write(frame_record(encode_example(self._features(sample, self._options))))
 
     def close(self) -> SplitOutput:
         shards = self._shards.close()
@@ -124,12 +182,16 @@ class _TFRecordSplitWriter:
 
 
 class TFRecordSink:
-    """`-f tfrecord`: Object Detection API records in size-capped shards, one folder per split."""
+    """`-f tfrecord`: records in size-capped shards, one folder per split, in the chosen `--layout`."""
 
     def __init__(self, max_shard_bytes: int) -> None:
         self.max_shard_bytes = max_shard_bytes
 
     def open_split(self, output_dir: Path, split: SplitName, options: RecordOptions) -> _TFRecordSplitWriter:
+        if options.layout not in _FEATURES:
+            raise UsageError(f"unknown TFRecord layout {options.layout!r}; known: {', '.join(sorted(_FEATURES))}")
+        if options.layout == MODELPACK and options.instance_masks:
+            raise UsageError("--instance-masks: ModelPack records have no key for instance masks; drop the flag")
         return _TFRecordSplitWriter(output_dir, split, self.max_shard_bytes, options)
 
     def finish(self, output_dir: Path, class_names: Sequence[str]) -> tuple[str, ...]:
@@ -137,13 +199,15 @@ class TFRecordSink:
         return ()
 
     def describe_layout(self, options: RecordOptions) -> dict[str, Any]:
+        if options.layout == MODELPACK:
+            return _describe_modelpack()
         return {
             "format": "tfrecord",
-            "layout": "object_detection_api",
-            "class_id_offset": 1,
+            "layout": LAYOUT_NAMES[OBJECT_DETECTION_API],
+            "class_id_offset": FIRST_CLASS_ID,
             "boxes": "normalized [0, 1], displayed frame (EXIF orientation applied), clipped",
             "keys": sorted(  # every record of this dataset carries all of them
-                [*_RECORD_KEYS]
+                [*_OD_API_KEYS]
                 + ([SEGMENTATION_ENCODED, SEGMENTATION_FORMAT] if options.class_masks else [])
                 + ([OBJECT_MASK] if options.instance_masks else [])
                 + ([KEYPOINT_X, KEYPOINT_Y, KEYPOINT_TEXT] if options.keypoints else [])
@@ -151,16 +215,33 @@ class TFRecordSink:
         }
 
 
-def check_record_contents(shard_paths: list[Path], classes: list[str]) -> tuple[int, list[str]]:
+def _describe_modelpack() -> dict[str, Any]:
+    return {
+        "format": "tfrecord",
+        "layout": LAYOUT_NAMES[MODELPACK],
+        "class_id_offset": 0,
+        "boxes": "bboxes: 4 per object, normalized [x_center, y_center, width, height], displayed frame "
+        "(EXIF orientation applied), clipped",
+        "keys": sorted(_MODELPACK_KEYS),
+        "not_carried": "class masks, instance masks, keypoints, image-level labels (no ModelPack key holds them)",
+    }
+
+
+def check_record_contents(shard_paths: list[Path], classes: list[str], layout: str) -> tuple[int, list[str]]:
     """Parse every record with TensorFlow, the reference reader, and check what it holds.
 
-    Each record must parse as a `tf.train.Example` with every Object Detection API key;
-    `image/encoded` must be non-empty and match `image/key/sha256`; boxes must lie in
-    [0, 1] with min < max; object and image class ids must lie in 1..len(classes) and
-    agree with their texts; per-object lists must have equal lengths.
+    `layout` is dataset_info.yaml's `record_layout.layout`. Each record must parse as a
+    `tf.train.Example` carrying every key of its layout.
+
+    Object Detection API: `image/encoded` must be non-empty and match `image/key/sha256`;
+    boxes must lie in [0, 1] with min < max; object and image class ids must lie in
+    1..len(classes) and agree with their texts; per-object lists must have equal lengths.
+
+    ModelPack: `image` must be non-empty; `width` and `height` one positive value each;
+    `objects` must lie in 0..len(classes)-1 with four `bboxes` values each, every box a
+    non-empty normalized `[x_center, y_center, width, height]` inside the image.
     Returns (records parsed, problems).
     """
-    import hashlib
     import os
 
     # TensorFlow's start-up notices are not our output; oneDNN only changes arithmetic, not parsing.
@@ -168,7 +249,14 @@ def check_record_contents(shard_paths: list[Path], classes: list[str]) -> tuple[
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     import tensorflow as tf
 
-    required = set(_RECORD_KEYS)
+    checks: dict[str, tuple[tuple[str, ...], Callable[[Any, list[str]], list[str]]]] = {
+        LAYOUT_NAMES[OBJECT_DETECTION_API]: (_OD_API_KEYS, _od_api_record_problems),
+        LAYOUT_NAMES[MODELPACK]: (_MODELPACK_KEYS, _modelpack_record_problems),
+    }
+    if layout not in checks:
+        return 0, [f"record layout {layout!r} is not one verify knows ({', '.join(sorted(checks))})"]
+    keys, record_problems = checks[layout]
+    required = set(keys)
     problems: list[str] = []
     parsed = 0
     for path in shard_paths:
@@ -184,16 +272,16 @@ def check_record_contents(shard_paths: list[Path], classes: list[str]) -> tuple[
             if missing:
                 problems.append(f"{where}: missing keys {missing}")
                 continue
-            problems += [f"{where}: {problem}" for problem in _record_problems(feature, classes, hashlib.sha256)]
+            problems += [f"{where}: {problem}" for problem in record_problems(feature, classes)]
     return parsed, problems
 
 
-def _record_problems(feature: Any, classes: list[str], sha256: Any) -> list[str]:
+def _od_api_record_problems(feature: Any, classes: list[str]) -> list[str]:
     problems = []
     encoded = feature[IMAGE_ENCODED].bytes_list.value
     if len(encoded) != 1 or not encoded[0]:
         problems.append("image/encoded is empty")
-    elif sha256(encoded[0]).hexdigest().encode() != feature[IMAGE_SHA256].bytes_list.value[0]:
+    elif hashlib.sha256(encoded[0]).hexdigest().encode() != feature[IMAGE_SHA256].bytes_list.value[0]:
         problems.append("image/key/sha256 does not match image/encoded")
     boxes = [list(feature[key].float_list.value) for key in (BBOX_XMIN, BBOX_YMIN, BBOX_XMAX, BBOX_YMAX)]
     labels = list(feature[OBJECT_CLASS_LABEL].int64_list.value)
@@ -211,4 +299,37 @@ def _record_problems(feature: Any, classes: list[str], sha256: Any) -> list[str]
             problems.append(f"class id {label} outside 1..{len(classes)}")
         elif classes[label - 1] != text:
             problems.append(f"class id {label} is {classes[label - 1]!r} in dataset_info.yaml, record says {text!r}")
+    return problems
+
+
+_FLOAT32_SLACK = 1e-6  # a center +- half a width, stored as float32, may land a hair past an edge
+
+
+def _modelpack_record_problems(feature: Any, classes: list[str]) -> list[str]:
+    problems = []
+    image = feature[MODELPACK_IMAGE].bytes_list.value
+    if len(image) != 1 or not image[0]:
+        problems.append("image is empty")
+    for key in (MODELPACK_WIDTH, MODELPACK_HEIGHT):
+        values = list(feature[key].int64_list.value)
+        if len(values) != 1 or values[0] <= 0:
+            problems.append(f"{key} should be one positive number, got {values}")
+    objects = list(feature[MODELPACK_OBJECTS].int64_list.value)
+    bboxes = list(feature[MODELPACK_BBOXES].float_list.value)
+    if len(bboxes) != MODELPACK_VALUES_PER_BOX * len(objects):
+        return [
+            *problems,
+            f"{len(objects)} objects need {MODELPACK_VALUES_PER_BOX * len(objects)} bboxes values, got {len(bboxes)}",
+        ]
+    for index in objects:
+        if not 0 <= index < len(classes):
+            problems.append(f"class index {index} outside 0..{len(classes) - 1}")
+    for start in range(0, len(bboxes), MODELPACK_VALUES_PER_BOX):
+        x_center, y_center, width, height = bboxes[start : start + MODELPACK_VALUES_PER_BOX]
+        inside = all(
+            size > 0 and center - size / 2 >= -_FLOAT32_SLACK and center + size / 2 <= 1 + _FLOAT32_SLACK
+            for center, size in ((x_center, width), (y_center, height))
+        )
+        if not inside:
+            problems.append(f"box {(x_center, y_center, width, height)} is not a normalized, non-empty box")
     return problems

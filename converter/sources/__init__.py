@@ -20,6 +20,7 @@ from converter.sources.geojson import GeoJsonSource, looks_like_geojson
 from converter.sources.labelstudio import build_labelstudio_source, looks_like_labelstudio_export
 from converter.sources.mask_folder import MaskFolderSource, looks_like_label_map
 from converter.sources.sagemaker_gt import SageMakerGroundTruthSource, looks_like_manifest
+from converter.sources.scale import build_scale_source, looks_like_scale_export
 
 SEARCH_DEPTH = 4  # folder levels searched for an annotation file under -a
 
@@ -29,7 +30,7 @@ class SourceOptions:
     """What the command line tells a source.
 
     `annotations` is a file, never a folder; it is None when annotations come from a
-    server (`labelstudio_url`). Each source reads the fields that concern it.
+    server (`labelstudio_url`, `scale_project`). Each source reads the fields that concern it.
     """
 
     annotations: Path | None
@@ -46,6 +47,7 @@ class SourceOptions:
     created_after: str | None = None  # YYYY-MM-DD
     created_before: str | None = None
     scale_api_key: Secret | None = None
+    scale_api_url: str | None = None  # None: the scaleapi client's default, https://api.scale.com/v1
     download_images: bool = False
     image_cache: Path | None = None
 
@@ -102,6 +104,23 @@ SOURCES: dict[str, SourceFormat] = {
         summary="a GeoJSON FeatureCollection of image annotations (`image_filename` and `class_id` properties)",
         recognizes=looks_like_geojson,
         build=lambda options: GeoJsonSource(_annotation_file(options), options.images),
+    ),
+    "scale": SourceFormat(
+        summary="a Scale AI export (a JSON list or JSON Lines of tasks with `task_id` and type imageannotation or "
+        "segmentannotation)",
+        recognizes=looks_like_scale_export,
+        build=lambda options: build_scale_source(
+            options.annotations,
+            options.images,
+            project=options.scale_project,
+            batches=options.scale_batches,
+            created_after=options.created_after,
+            created_before=options.created_before,
+            api_key=options.scale_api_key,
+            api_url=options.scale_api_url,
+            download_images=options.download_images,
+            image_cache=options.image_cache,
+        ),
     ),
 }
 

@@ -271,6 +271,7 @@ def _convert_into(staging: Path, source: Source, sink: Sink, config: ConvertConf
         else:
             admitted.append(sample)
 
+    sink.check_class_names(classes.names)
     unknown_priority = [name for name in config.class_priority if name not in classes]
     if unknown_priority:
         raise UsageError(f"--class-priority names classes this run does not have: {', '.join(unknown_priority)}")

@@ -74,6 +74,10 @@ class Sink(Protocol):
 
     def open_split(self, output_dir: Path, split: SplitName, options: RecordOptions) -> SplitWriter: ...
 
+    def check_class_names(self, class_names: Sequence[str]) -> None:
+        """Raise `UsageError` before any work if the format cannot write one of these names."""
+        ...
+
     def finish(self, output_dir: Path, class_names: Sequence[str]) -> tuple[str, ...]:
         """Write dataset-level files (a label map) once every split is closed; returns their names."""
         ...

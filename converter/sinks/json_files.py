@@ -151,6 +151,9 @@ class JsonFilesSink:
     def open_split(self, output_dir: Path, split: SplitName, options: RecordOptions) -> _JsonSplitWriter:
         return _JsonSplitWriter(output_dir, split, options)
 
+    def check_class_names(self, class_names: Sequence[str]) -> None:
+        """Any name can be written: records and JSON carry names as strings."""
+
     def finish(self, output_dir: Path, class_names: Sequence[str]) -> tuple[str, ...]:
         """Every annotation names its classes; dataset_info.yaml's `classes` is the label map (ids from 1)."""
         return ()

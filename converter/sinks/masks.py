@@ -72,6 +72,12 @@ class MasksSink:
             raise UsageError("--instance-masks: -f masks holds one class mask per image; use -f json or -f tfrecord")
         return _MaskSplitWriter(output_dir, split)
 
+    def check_class_names(self, class_names: Sequence[str]) -> None:
+        """codes.txt holds one name per line: a name with a line break cannot be written."""
+        unwritable = [name for name in class_names if "\n" in name or "\r" in name]
+        if unwritable:
+            raise UsageError(f"class names {unwritable} hold line breaks and cannot be written to codes.txt")
+
     def finish(self, output_dir: Path, class_names: Sequence[str]) -> tuple[str, ...]:
         """codes.txt: `background`, then the classes, so line n + 1 names mask value n."""
         write_file(output_dir / CODES_FILE, "".join(f"{name}\n" for name in [BACKGROUND_CODE, *class_names]).encode())

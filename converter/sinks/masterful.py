@@ -132,6 +132,15 @@ class MasterfulSink:
         self._task = masterful_task(options)
         return _MasterfulSplitWriter(output_dir, split, options)
 
+    def check_class_names(self, class_names: Sequence[str]) -> None:
+        """label_map.csv has no quoting: a name holding its separator or a line break cannot be written."""
+        unwritable = [name for name in class_names if "," in name or "\n" in name or "\r" in name]
+        if unwritable:
+            raise UsageError(
+                f"class names {unwritable} cannot be written to Masterful's label_map.csv (no quoting for commas or "
+                "line breaks); rename them with --classes or choose another --format"
+            )
+
     def finish(self, output_dir: Path, class_names: Sequence[str]) -> tuple[str, ...]:
         """label_map.csv: `index, label` lines; segmentation adds `0, background` first."""
         if self._task is None:

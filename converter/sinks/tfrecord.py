@@ -194,6 +194,9 @@ class TFRecordSink:
             raise UsageError("--instance-masks: ModelPack records have no key for instance masks; drop the flag")
         return _TFRecordSplitWriter(output_dir, split, self.max_shard_bytes, options)
 
+    def check_class_names(self, class_names: Sequence[str]) -> None:
+        """Any name can be written: records and JSON carry names as strings."""
+
     def finish(self, output_dir: Path, class_names: Sequence[str]) -> tuple[str, ...]:
         """TFRecords carry their class texts; dataset_info.yaml's `classes` is the label map."""
         return ()

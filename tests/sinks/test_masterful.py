@@ -198,3 +198,16 @@ def test_verify_catches_a_changed_image_and_a_missing_label_map(tmp_path: Path) 
     assert result.exit_code == 1
     assert f"ERROR: {image}: sha256 differs from {output / 'train' / 'SHA256SUMS'}" in result.stderr
     assert f"ERROR: {output / 'label_map.csv'}: missing" in result.stderr
+
+
+def test_a_class_name_with_a_comma_is_refused_before_any_work(tmp_path: Path) -> None:
+    """label_map.csv has no quoting: `dog, brown` would read as two fields."""
+    data = classification_input(tmp_path / "export")
+    classes = tmp_path / "classes.txt"
+    classes.write_text("cat\ndog\ndog, brown\n")
+
+    result = data.convert(tmp_path / "out", "-f", "masterful", "--classes", str(classes))
+
+    assert result.exit_code == 2
+    assert "['dog, brown'] cannot be written to Masterful's label_map.csv" in flat(result.stderr)
+    assert not (tmp_path / "out" / "dataset_info.yaml").exists()

@@ -319,3 +319,14 @@ def staging_leftovers(output: Path) -> list[Path]:
 def shard_files(output: Path) -> dict[str, bytes]:
     """Every `.tfrecord` file under `output` (relative path -> bytes)."""
     return {path.relative_to(output).as_posix(): path.read_bytes() for path in sorted(output.rglob("*.tfrecord"))}
+
+
+def assert_secrets_nowhere(secrets: Sequence[str], output: Path, *results: Result) -> None:
+    """No secret in any run's stdout or stderr (the JSON log), nor in any file under `output`."""
+    for secret in secrets:
+        for result in results:
+            assert secret not in result.stdout
+            assert secret not in result.stderr
+        for path in output.rglob("*") if output.exists() else ():
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), f"{secret!r} written into {path}"

@@ -27,7 +27,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
-from builders import convert, flat, load_info, load_report
+from builders import assert_secrets_nowhere, convert, flat, load_info, load_report
 from labelstudio_tasks import (
     annotation,
     brush,
@@ -122,17 +122,6 @@ def _project_tasks(images: Path) -> list[dict[str, Any]]:
             if item["type"] in CONTROL_OF_TYPE:
                 item["from_name"] = CONTROL_OF_TYPE[item["type"]]
     return tasks
-
-
-def _assert_no_token_anywhere(tokens: Sequence[str], output: Path, *results: Result) -> None:
-    """No token in any file under `output`, nor in any run's stdout or stderr (the JSON log)."""
-    for token in tokens:
-        for result in results:
-            assert token not in result.stdout
-            assert token not in result.stderr
-        for path in output.rglob("*") if output.exists() else ():
-            if path.is_file():
-                assert token.encode() not in path.read_bytes(), f"token written into {path}"
 
 
 # ---------------------------------------------------------------------------
@@ -230,7 +219,7 @@ def stand_in(tmp_path: Path) -> Iterator[StandIn]:
 def _pull(state: StandIn, tmp_path: Path, *options: str | Path) -> tuple[Result, Path]:
     output = tmp_path / "out"
     result = convert(
-        "--labelstudio-url", state.url, "--project", PROJECT_ID, "-i", tmp_path / "images", "-o", output, *options
+        "--labelstudio-url", state.url, "--project", str(PROJECT_ID), "-i", tmp_path / "images", "-o", output, *options
     )
     return result, output
 
@@ -267,7 +256,7 @@ def test_legacy_token_from_the_environment_pulls_the_project(
         "task at index 4": "cancelled",
     }
     assert "pass -i <label-studio data folder>/media" in skipped["task at index 3"]["reason"]
-    _assert_no_token_anywhere([LEGACY_TOKEN], output, result)
+    assert_secrets_nowhere([LEGACY_TOKEN], output, result)
 
 
 def test_personal_access_token_is_exchanged_for_a_bearer_access_token(
@@ -288,7 +277,7 @@ def test_personal_access_token_is_exchanged_for_a_bearer_access_token(
     ]
     assert load_info(output)["input"]["labelstudio_token_kind"] == "personal access token"
     assert len(records_by_source_id(output)) == 3
-    _assert_no_token_anywhere([PERSONAL_TOKEN, access], output, result)
+    assert_secrets_nowhere([PERSONAL_TOKEN, access], output, result)
 
 
 def test_an_expired_access_token_is_refreshed_once(
@@ -307,7 +296,7 @@ def test_an_expired_access_token_is_refreshed_once(
         ("POST", "/api/token/refresh"),
         ("GET", f"/api/projects/{PROJECT_ID}/export"),
     ]
-    _assert_no_token_anywhere([PERSONAL_TOKEN, *stand_in.issued], output, result)
+    assert_secrets_nowhere([PERSONAL_TOKEN, *stand_in.issued], output, result)
 
 
 @pytest.mark.parametrize(
@@ -333,7 +322,7 @@ def test_a_wrong_token_fails_clearly_with_exit_code_1_and_is_never_shown(
     assert not (output / "dataset_info.yaml").exists()
     if echo_token:
         assert "***" in message  # the server quoted the token; the message does not
-    _assert_no_token_anywhere([token], output, result)
+    assert_secrets_nowhere([token], output, result)
 
 
 def test_a_server_without_personal_access_tokens_says_so(
@@ -346,7 +335,7 @@ def test_a_server_without_personal_access_tokens_says_so(
 
     assert result.exit_code == 1
     assert "has no /api/token/refresh (HTTP 404), so it cannot take a personal access token" in flat(result.stderr)
-    _assert_no_token_anywhere([PERSONAL_TOKEN], output, result)
+    assert_secrets_nowhere([PERSONAL_TOKEN], output, result)
 
 
 def test_a_legacy_token_is_never_posted_to_the_refresh_endpoint(stand_in: StandIn) -> None:
@@ -618,4 +607,4 @@ def test_real_server_project_converts_like_its_export_file(
         report, file_report = load_report(output), load_report(tmp_path / "from-file")
         assert report["summary"]["skipped_by_code"] == file_report["summary"]["skipped_by_code"]
         assert report["summary"]["skipped_by_code"] == {"cancelled": 1, "missing_image": 1}
-        _assert_no_token_anywhere([token], output, live)
+        assert_secrets_nowhere([token], output, live)

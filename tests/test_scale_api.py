@@ -17,7 +17,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
-from builders import convert, flat, image_pixels, load_info, load_report, write_image
+from builders import assert_secrets_nowhere, convert, flat, image_pixels, load_info, load_report, write_image
 from readback import class_id, decode_png, records_by_source_id
 from scale_tasks import box, image_task, mapping_entry, polygon, segment_task, write_index_mask, write_json_list
 from typer.testing import Result
@@ -219,17 +219,6 @@ def _pull(state: StandIn, tmp_path: Path, *options: str | Path) -> tuple[Result,
     return result, output
 
 
-def _assert_nothing_leaks(secrets: Sequence[str], output: Path, *results: Result) -> None:
-    """No secret in any run's stdout or stderr (the JSON log), nor in any file under `output`."""
-    for secret in secrets:
-        for result in results:
-            assert secret not in result.stdout
-            assert secret not in result.stderr
-        for path in output.rglob("*") if output.exists() else ():
-            if path.is_file():
-                assert secret.encode() not in path.read_bytes(), f"{secret!r} written into {path}"
-
-
 # ---------------------------------------------------------------------------
 # Pulling a project
 
@@ -280,7 +269,7 @@ def test_every_page_of_completed_tasks_is_pulled_and_its_images_downloaded(
     assert info["input"]["image_cache"] == str(output / ".image-cache")
     assert ".image-cache" not in info["entries"]  # the cache sits beside the dataset, not in it
     assert load_report(output)["skipped"] == []  # pending tasks are never asked for
-    _assert_nothing_leaks([KEY, "sig=fresh"], output, result)
+    assert_secrets_nowhere([KEY, "sig=fresh"], output, result)
 
 
 def test_batches_and_dates_are_sent_and_created_before_stays_exclusive(
@@ -330,7 +319,7 @@ def test_a_wrong_key_fails_clearly_with_exit_code_1_and_is_never_shown(
     )
     assert "the API key was not accepted; check SCALE_API_KEY" in message
     assert not (output / "dataset_info.yaml").exists()
-    _assert_nothing_leaks([wrong], output, result)
+    assert_secrets_nowhere([wrong], output, result)
 
 
 def test_the_key_can_come_from_a_file(stand_in: StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -343,7 +332,7 @@ def test_the_key_can_come_from_a_file(stand_in: StandIn, tmp_path: Path, monkeyp
 
     assert result.exit_code == 0, result.stderr
     assert len(records_by_source_id(output)) == 1
-    _assert_nothing_leaks([KEY], output, result)
+    assert_secrets_nowhere([KEY], output, result)
 
 
 def test_a_project_without_a_key_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -427,7 +416,7 @@ def test_an_expired_link_is_renewed_through_the_api_and_retried_once(
     record = records_by_source_id(output)["expiring"]
     np.testing.assert_array_equal(decode_png(record["image/segmentation/class/encoded"][0]), mask)
     assert load_info(output)["input"]["refetch_expired_links"] == "yes"
-    _assert_nothing_leaks([KEY, "sig=renewed", "sig=expired"], output, result)
+    assert_secrets_nowhere([KEY, "sig=renewed", "sig=expired"], output, result)
 
 
 def test_an_expired_link_without_a_key_skips_its_task_as_expired_and_the_rest_converts(
@@ -450,7 +439,7 @@ def test_an_expired_link_without_a_key_skips_its_task_as_expired_and_the_rest_co
     )
     assert stand_in.api_requests() == []
     assert load_info(output)["input"]["refetch_expired_links"] == "no (no API key)"
-    _assert_nothing_leaks(["sig=", "X-Amz-Expires"], output, result)
+    assert_secrets_nowhere(["sig=", "X-Amz-Expires"], output, result)
 
 
 def test_an_export_with_a_key_renews_expired_links_too(
@@ -466,7 +455,7 @@ def test_an_export_with_a_key_renews_expired_links_too(
     assert result.exit_code == 0, result.stderr
     assert [request.path for request in stand_in.api_requests()] == ["/v1/task/expiring"]
     assert sorted(records_by_source_id(output)) == ["expiring"]
-    _assert_nothing_leaks([KEY], output, result)
+    assert_secrets_nowhere([KEY], output, result)
 
 
 def test_a_link_still_expired_after_renewal_is_reported_once(
@@ -625,4 +614,4 @@ def test_a_failed_renewal_skips_only_its_task(
     assert skipped["code"] == "expired_url"
     assert "fetching it again failed: Scale AI at" in skipped["reason"]
     assert "the API key was not accepted" in skipped["reason"]
-    _assert_nothing_leaks([wrong], output, result)
+    assert_secrets_nowhere([wrong], output, result)

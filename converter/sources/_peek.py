@@ -46,3 +46,28 @@ def json_file_ends(path: Path, suffixes: tuple[str, ...]) -> FileEnds | None:
             return FileEnds(head[:PEEK_BYTES], stream.read(PEEK_BYTES))
     except OSError:
         return None
+
+
+HEAD_PEEK_BYTES = 64 * 1024  # enough for the first task of a typical export
+
+
+@dataclass(frozen=True)
+class FileHead:
+    """The start of a file as text, and whether the file goes on past it."""
+
+    text: str
+    cut_short: bool
+
+
+def json_file_head(path: Path, suffixes: tuple[str, ...], size: int = HEAD_PEEK_BYTES) -> FileHead | None:
+    """The first `size` bytes of `path` as text (leading white space and BOM dropped), or None
+    if it lacks one of `suffixes` or cannot be read. Undecodable bytes are dropped: the peek
+    may cut a character in two."""
+    if path.suffix.lower() not in suffixes or not path.is_file():
+        return None
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(size)
+    except OSError:
+        return None
+    return FileHead(head.decode("utf-8-sig", errors="ignore").lstrip(), cut_short=len(head) == size)

@@ -51,6 +51,7 @@ from converter.core.images import ImageResolver, reference_parts
 from converter.core.sample import Keypoint, ObjectAnnotation, Polygon, Sample, SkippedSample, SourceContents
 from converter.core.secret import Secret
 from converter.errors import SampleError, SampleLocation, UsageError
+from converter.sources._peek import json_file_head
 from converter.sources.labelstudio_api import LabelStudioClient, LabelStudioError
 from converter.sources.labelstudio_brush import brush_to_rle_mask
 
@@ -64,7 +65,6 @@ SUPPORTED_RESULT_TYPES = (RECTANGLE, POLYGON, BRUSH, KEYPOINT, CHOICES)
 ANNOTATION_RULES = ("ground-truth-then-newest", "newest", "oldest")
 IMAGE_FIELD = "image"  # the `data` key of `<Image value="$image">`, Label Studio's default
 EXPORT_SUFFIXES = (".json",)
-_PEEK_BYTES = 64 * 1024  # enough for the first task of a typical export; brush tasks can be longer
 _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-(.+)$")  # Label Studio prefixes uploaded file names: 6e2a3b1c-cat.jpg
 _LOCAL_FILES_PATH = "/data/local-files"
 _OLDEST = datetime.min.replace(tzinfo=UTC)
@@ -88,21 +88,14 @@ def looks_like_labelstudio_export(path: Path) -> bool:
     Reads the first 64 KiB only. When the first task is longer than that (a brush RLE),
     its keys are looked for as text in what was read.
     """
-    if path.suffix.lower() not in EXPORT_SUFFIXES or not path.is_file():
+    head = json_file_head(path, EXPORT_SUFFIXES)
+    if head is None or not head.text.startswith("["):
         return False
-    try:
-        with path.open("rb") as stream:
-            head = stream.read(_PEEK_BYTES)
-    except OSError:
-        return False
-    text = head.decode("utf-8-sig", errors="ignore").lstrip()  # errors: the peek may cut a character in two
-    if not text.startswith("["):
-        return False
-    first = text[1:].lstrip()
+    first = head.text[1:].lstrip()
     try:
         task, _ = json.JSONDecoder().raw_decode(first)
     except json.JSONDecodeError:
-        cut_short = len(head) == _PEEK_BYTES and first.startswith("{")
+        cut_short = head.cut_short and first.startswith("{")
         return cut_short and '"data"' in first and ('"annotations"' in first or '"predictions"' in first)
     return _is_task(task)
 

@@ -66,6 +66,7 @@ from converter.core.sample import (
 )
 from converter.core.secret import Secret
 from converter.errors import SampleError, SampleLocation, UsageError
+from converter.sources._peek import json_file_head
 from converter.sources.image_download import (
     DEFAULT_CONCURRENCY,
     EXPIRED_URL,
@@ -82,7 +83,6 @@ COMPLETED = "completed"
 BOX, POLYGON = "box", "polygon"
 PRESENCE_TYPES = ("point", "line", "ellipse", "cuboid")  # image-level labels: their geometry is not converted
 EXPORT_SUFFIXES = (".json", ".jsonl", ".ndjson")
-_PEEK_BYTES = 64 * 1024
 _TASKS_TO_RECOGNIZE = 20
 _TASK_ID_TEXT = re.compile(r'"task_id"\s*:\s*"')
 _TASK_TYPE_TEXT = re.compile(r'"type"\s*:\s*"(?:imageannotation|segmentannotation)"')
@@ -126,20 +126,14 @@ def looks_like_scale_export(path: Path) -> bool:
     Reads the first 64 KiB only. When the first task is longer than that (a response with
     thousands of vertices), its `task_id` and `type` keys are looked for as text.
     """
-    if path.suffix.lower() not in EXPORT_SUFFIXES or not path.is_file():
+    head = json_file_head(path, EXPORT_SUFFIXES)
+    if head is None or not head.text.startswith(("[", "{")):
         return False
-    try:
-        with path.open("rb") as stream:
-            head = stream.read(_PEEK_BYTES)
-    except OSError:
-        return False
-    text = head.decode("utf-8-sig", errors="ignore").lstrip()  # errors: the peek may cut a character in two
-    if not text.startswith(("[", "{")):
-        return False
+    text = head.text
     if any(_is_scale_task(value) for value in _peeked_objects(text)):
         return True
     first = text[1:].lstrip() if text.startswith("[") else text
-    cut_short = len(head) == _PEEK_BYTES and first.startswith("{")
+    cut_short = head.cut_short and first.startswith("{")
     return cut_short and _TASK_ID_TEXT.search(first) is not None and _TASK_TYPE_TEXT.search(first) is not None
 
 

@@ -237,6 +237,8 @@ def compose_class_mask(
     `combine`: a pixel covered by several classes gets their combination class.
     `base` is a mask to paint over (a mask file's classes), taken as the first layer.
     """
+    if not layers and base is not None:
+        return base  # nothing to paint: the mask file's classes as they are
     # Painted in column-major order, the layout pycocotools decodes into: about twice as fast
     # as scattering column-major layers into a row-major canvas. Returned row-major, as PNG wants.
     canvas = np.zeros((height, width), dtype=np.uint8, order="F") if base is None else np.array(base, order="F")

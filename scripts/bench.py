@@ -236,13 +236,21 @@ def _write_sample(task: tuple[Path, int]) -> tuple[str, str]:
     return json.dumps(_detection_line(image_ref, boxes)), json.dumps(_segmentation_line(image_ref, mask_ref))
 
 
+def _reusable(root: Path, stamp: dict[str, Any]) -> bool:
+    """Whether `root` holds a complete dataset generated with these parameters (the stamp is written last)."""
+    stamp_path = root / STAMP
+    if stamp_path.is_file() and json.loads(stamp_path.read_text(encoding="utf-8")) == stamp:
+        print(f"dataset: reusing {root.relative_to(REPO_ROOT)} ({stamp['images']} images)")
+        return True
+    return False
+
+
 def ensure_dataset(root: Path, images: int) -> None:
     """Generate the dataset into `root` unless a complete one with the same parameters is there."""
     stamp = {"generator": GENERATOR_VERSION, "seed": SEED, "images": images}
-    stamp_path = root / STAMP
-    if stamp_path.is_file() and json.loads(stamp_path.read_text(encoding="utf-8")) == stamp:
-        print(f"dataset: reusing {root.relative_to(REPO_ROOT)} ({images} images)")
+    if _reusable(root, stamp):
         return
+    stamp_path = root / STAMP
     shutil.rmtree(root, ignore_errors=True)
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
@@ -309,10 +317,9 @@ def _write_coco_image(task: tuple[Path, int, int, int]) -> tuple[dict[str, Any],
 def ensure_coco_dataset(root: Path, images: int, width: int, height: int) -> None:
     """Generate the COCO export into `root` unless a complete one with the same parameters is there."""
     stamp = {"generator": GENERATOR_VERSION, "seed": SEED, "images": images, "size": [width, height]}
-    stamp_path = root / STAMP
-    if stamp_path.is_file() and json.loads(stamp_path.read_text(encoding="utf-8")) == stamp:
-        print(f"dataset: reusing {root.relative_to(REPO_ROOT)} ({images} images)")
+    if _reusable(root, stamp):
         return
+    stamp_path = root / STAMP
     shutil.rmtree(root, ignore_errors=True)
     (root / "images").mkdir(parents=True)
     start = time.perf_counter()

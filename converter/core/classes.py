@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from converter.core.input_files import read_text
 from converter.errors import UsageError
 
 FIRST_CLASS_ID = 1
@@ -53,12 +54,7 @@ def load_pinned_classes(path: Path) -> tuple[str, ...]:
 
     In the text form blank lines and lines starting with `#` are ignored.
     """
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # Windows editors may prepend a BOM
-    except OSError as error:
-        raise UsageError(f"cannot read --classes file {path}: {error.strerror}") from None
-    except UnicodeDecodeError as error:
-        raise UsageError(f"--classes file {path} is not UTF-8 text (byte {error.start})") from None
+    text = read_text(path, "--classes file")
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
             document = yaml.safe_load(text)

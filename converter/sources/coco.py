@@ -32,7 +32,6 @@ stay in memory while images are converted.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import Counter
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from converter.core.images import ImageResolver
+from converter.core.input_files import load_json
 from converter.core.sample import (
     AnnotationNote,
     ObjectAnnotation,
@@ -168,13 +168,7 @@ class CocoSource:
         return SampleLocation(str(self.annotations), None, key)
 
     def _load(self) -> dict[str, Any]:
-        try:
-            with self.annotations.open("rb") as stream:
-                document = json.load(stream)
-        except OSError as error:
-            raise UsageError(f"cannot read COCO file {self.annotations}: {error.strerror}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise UsageError(f"COCO file {self.annotations} is not valid JSON: {error}") from None
+        document = load_json(self.annotations, "COCO file")
         if not isinstance(document, dict):
             raise UsageError(
                 f"{self.annotations} is a JSON {type(document).__name__}, not a COCO object with "

@@ -33,7 +33,6 @@ skipped entry keyed `feature <index>` (0-based, in `features` order).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterator
@@ -45,6 +44,7 @@ import shapely
 from shapely.validation import explain_validity
 
 from converter.core.images import ImageResolver
+from converter.core.input_files import load_json
 from converter.core.sample import (
     AnnotationNote,
     ObjectAnnotation,
@@ -312,13 +312,7 @@ class GeoJsonSource:
         return SampleLocation(str(self.annotations), None, key)
 
     def _features(self) -> list[Any]:
-        try:
-            with self.annotations.open("rb") as stream:
-                document = json.load(stream)
-        except OSError as error:
-            raise UsageError(f"cannot read GeoJSON file {self.annotations}: {error.strerror}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise UsageError(f"GeoJSON file {self.annotations} is not valid JSON: {error}") from None
+        document = load_json(self.annotations, "GeoJSON file")
         if not isinstance(document, dict) or document.get("type") != "FeatureCollection":
             found = document.get("type") if isinstance(document, dict) else type(document).__name__
             raise UsageError(f"{self.annotations} is not a GeoJSON FeatureCollection (its type is {found!r})")

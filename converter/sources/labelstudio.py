@@ -48,6 +48,7 @@ from urllib.parse import parse_qs, urlsplit
 from xml.etree import ElementTree
 
 from converter.core.images import ImageResolver, reference_parts
+from converter.core.input_files import load_json
 from converter.core.sample import Keypoint, ObjectAnnotation, Polygon, Sample, SkippedSample, SourceContents
 from converter.core.secret import Secret
 from converter.errors import SampleError, SampleLocation, UsageError
@@ -508,13 +509,7 @@ def export_file_loader(path: Path) -> Callable[[], LoadedExport]:
     """Loads an export file when the run reads its source."""
 
     def load() -> LoadedExport:
-        try:
-            with path.open(encoding="utf-8-sig") as stream:
-                document = json.load(stream)
-        except OSError as error:
-            raise UsageError(f"cannot read Label Studio export {path}: {error.strerror}") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise UsageError(f"Label Studio export {path} is not valid JSON: {error}") from None
+        document = load_json(path, "Label Studio export")
         return LoadedExport(_check_task_list(document, str(path)), str(path))
 
     return load

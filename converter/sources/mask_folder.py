@@ -47,6 +47,7 @@ from typing import Any, Literal
 
 import yaml
 
+from converter.core.input_files import read_text
 from converter.core.sample import Sample, SegmentationMask, SkippedSample, SourceContents
 from converter.errors import SampleLocation, UsageError
 
@@ -111,12 +112,7 @@ class LabelMap:
 
 def _load_document(path: Path) -> Any:
     """The parsed label-map file; raises UsageError if it cannot be read or parsed."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as error:
-        raise UsageError(f"cannot read label map {path}: {error.strerror}") from None
-    except UnicodeDecodeError as error:
-        raise UsageError(f"label map {path} is not UTF-8 text (byte {error.start})") from None
+    text = read_text(path, "label map")
     try:
         if path.suffix.lower() == ".json":
             return json.loads(text)

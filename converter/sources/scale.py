@@ -56,6 +56,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from converter.core.images import ImageResolver
+from converter.core.input_files import read_text
 from converter.core.sample import (
     ObjectAnnotation,
     Polygon,
@@ -622,12 +623,7 @@ def export_file_loader(path: Path) -> Callable[[], LoadedTasks]:
     """Reads a JSON list of tasks, or JSON Lines (one task a line, located by line number)."""
 
     def load() -> LoadedTasks:
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except OSError as error:
-            raise UsageError(f"cannot read Scale AI export {path}: {error.strerror}") from None
-        except UnicodeDecodeError as error:
-            raise UsageError(f"Scale AI export {path} is not UTF-8 text: {error}") from None
+        text = read_text(path, "Scale AI export")
         origin = str(path)
         if text.lstrip().startswith("["):
             try:

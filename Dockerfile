@@ -38,8 +38,9 @@ RUN groupadd --gid 10001 converter \
 # core dependencies plus the `tensorflow` extra, which is tensorflow-cpu>=2.16,<2.22 on
 # linux x86_64 (tensorflow of the same range on arm64, which has no tensorflow-cpu wheels).
 # TensorFlow is the reference reader: `verify` parses every record with it; `convert` never imports it.
+# The `remote` extra (s3fs, gcsfs) lets -a, -i and -o be s3:// or gs:// URLs where nothing is mounted.
 COPY pyproject.toml /tmp/pyproject.toml
-RUN python -c 'import tomllib; project = tomllib.load(open("/tmp/pyproject.toml", "rb"))["project"]; print(*project["dependencies"], *project["optional-dependencies"]["tensorflow"], sep="\n")' \
+RUN python -c 'import tomllib; project = tomllib.load(open("/tmp/pyproject.toml", "rb"))["project"]; print(*project["dependencies"], *project["optional-dependencies"]["tensorflow"], *project["optional-dependencies"]["remote"], sep="\n")' \
         > /tmp/requirements.txt \
     && pip install --no-cache-dir -r /tmp/requirements.txt \
     && rm /tmp/pyproject.toml /tmp/requirements.txt

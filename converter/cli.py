@@ -22,16 +22,21 @@ import yaml
 
 from converter import __version__
 from converter.core.classes import load_pinned_classes
+from converter.core.finalize import finalize as finalize_parts
+from converter.core.parallel import available_cpus
 from converter.core.pipeline import ConvertConfig, SkipLimit, run
+from converter.core.remote_run import RemoteRun
 from converter.core.report import ReportDocument
+from converter.core.scaleout import NUM_WORKERS_VARIABLE, WORKER_INDEX_VARIABLE, resolve_worker_slice
 from converter.core.secret import Secret
 from converter.core.shard import megabytes_to_bytes
 from converter.core.split import SPLIT_NAMES, parse_split_fractions
+from converter.core.storage import RemotePath, as_location
 from converter.core.verify import verify_dataset
 from converter.errors import ConverterError, SampleLocation, UsageError
 from converter.sinks import SINKS
 from converter.sinks.tfrecord import OBJECT_DETECTION_API, check_record_contents
-from converter.sources import SOURCES, LocatedExport, SourceOptions, locate_export
+from converter.sources import SOURCES, LocatedExport, SourceOptions
 
 app = typer.Typer(
     help="Turn annotation exports into training-ready datasets (size-sharded TFRecords, stable splits, a report).",
@@ -46,6 +51,7 @@ SourceFormat = enum.Enum("SourceFormat", {name: name for name in SOURCES}, type=
 IMAGE_CACHE_FOLDER = ".image-cache"
 INPUT_PANEL, SPLIT_PANEL, OUTPUT_PANEL = "Input", "Splits and classes", "Output"
 MASKS_PANEL, LABEL_STUDIO_PANEL, SCALE_PANEL = "Masks", "Label Studio server", "Scale AI"
+SCALE_OUT_PANEL = "Parallelism and scale-out"
 LABEL_STUDIO_TOKEN_VARIABLE = "LABEL_STUDIO_API_KEY"
 SCALE_KEY_VARIABLE = "SCALE_API_KEY"
 
@@ -89,6 +95,14 @@ def _optional_secret(path: Path | None, variable: str) -> Secret | None:
         return Secret(value)
     value = os.environ.get(variable, "").strip()
     return Secret(value) if value else None
+
+
+def _note(events: JsonLogEvents | TerminalEvents, event: str, destination: RemotePath) -> None:
+    """A step after the conversion (uploading a remote output): a JSON event in logs, a line on a terminal."""
+    if isinstance(events, JsonLogEvents):
+        events.log(event, destination=str(destination))
+    else:
+        typer.echo(f"{event} {destination}", err=True)
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -171,25 +185,26 @@ class TerminalEvents:
 @app.command()
 def convert(
     annotations: Annotated[
-        Path,
+        str,
         typer.Option(
             "-a",
             "--annotations",
             envvar="DATASET_CONVERTER_ANNOTATIONS",
             rich_help_panel=INPUT_PANEL,
             help="Annotation file (manifest, COCO or GeoJSON JSON, Label Studio or Scale AI export, mask label map), "
-            "or a folder holding exactly one; its format is recognized unless --source says it.",
+            "or a folder holding exactly one; its format is recognized unless --source says it. May be an "
+            "s3:// or gs:// URL.",
         ),
-    ] = Path("/data_in"),
+    ] = "/data_in",
     images: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "-i",
             "--images",
             envvar="DATASET_CONVERTER_IMAGES",
             rich_help_panel=INPUT_PANEL,
-            file_okay=False,
-            help="Folder the image references resolve under; default: the -a folder, or the annotation file's folder.",
+            help="Folder the image references resolve under (or an s3:// or gs:// prefix); default: the -a folder, "
+            "or the annotation file's folder.",
         ),
     ] = None,
     source: Annotated[
@@ -209,16 +224,16 @@ def convert(
         ),
     ] = None,
     output: Annotated[
-        Path,
+        str,
         typer.Option(
             "-o",
             "--output",
             envvar="DATASET_CONVERTER_OUTPUT",
             rich_help_panel=OUTPUT_PANEL,
-            file_okay=False,
-            help="Output folder; created if absent.",
+            help="Output folder; created if absent. An s3:// or gs:// prefix is written locally (under TMPDIR) "
+            "first, then uploaded, dataset_info.yaml last.",
         ),
-    ] = Path("/data_out"),
+    ] = "/data_out",
     output_format: Annotated[
         OutputFormat,
         typer.Option(
@@ -438,6 +453,39 @@ def convert(
             "(modelpack).",
         ),
     ] = RecordLayout.object_detection_api,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            envvar="DATASET_CONVERTER_WORKERS",
+            rich_help_panel=SCALE_OUT_PANEL,
+            min=1,
+            help="Worker processes on this machine; default: the CPUs this process may use (cgroup quota "
+            "included). The output is byte-identical whatever the number.",
+        ),
+    ] = None,
+    num_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--num-workers",
+            envvar=NUM_WORKERS_VARIABLE,
+            rich_help_panel=SCALE_OUT_PANEL,
+            min=1,
+            help="Machines the run is spread over (-f tfrecord): each converts one slice into parts/, then "
+            "`dataset-converter finalize` merges them. Default: from Kubernetes (JOB_COMPLETION_INDEX) or "
+            "SageMaker Processing (/opt/ml/config/resourceconfig.json), else 1.",
+        ),
+    ] = None,
+    worker_index: Annotated[
+        int | None,
+        typer.Option(
+            "--worker-index",
+            envvar=WORKER_INDEX_VARIABLE,
+            rich_help_panel=SCALE_OUT_PANEL,
+            min=0,
+            help="This machine's slice, 0..num-workers-1; default: JOB_COMPLETION_INDEX or SageMaker's current_host.",
+        ),
+    ] = None,
 ) -> None:
     """Convert an annotation export into a dataset: shards per split, dataset_info.yaml and report.json."""
     try:
@@ -464,16 +512,23 @@ def convert(
             "--overlap priority and --class-priority go together", param_hint="'--overlap' / '--class-priority'"
         )
     events = TerminalEvents() if sys.stderr.isatty() else JsonLogEvents()
+    remote = RemoteRun()
     try:
+        worker_slice = resolve_worker_slice(num_workers, worker_index)
+        if worker_slice is not None and output_format.value != "tfrecord":
+            raise UsageError(f"--num-workers {worker_slice.count}: scale-out writes TFRecord shards; use -f tfrecord")
+        if worker_slice is not None and absolute_paths:
+            raise UsageError("--absolute-paths cannot be combined with --num-workers: parts are merged by finalize")
         if labelstudio_url is not None:
             if project is None:
                 raise UsageError("--labelstudio-url needs --project (the Label Studio project id)")
-            located = LocatedExport("labelstudio", None, annotations)
+            located = LocatedExport("labelstudio", None, as_location(annotations))
         elif scale_project is not None:
-            located = LocatedExport("scale", None, annotations)
+            located = LocatedExport("scale", None, as_location(annotations))
         else:
-            located = locate_export(annotations, source.value if source else None)
-        images_root = images if images is not None else located.default_images
+            located = remote.locate_export(annotations, source.value if source else None)
+        images_root = as_location(images) if images is not None else located.default_images
+        output_dir = remote.output_dir(output, absolute_paths)
         if not images_root.is_dir() and not (download_images and images is None):
             # downloads need no images folder; references that are not URLs then fail one by one, saying where
             raise UsageError(f"images folder {images_root} does not exist")
@@ -498,10 +553,10 @@ def convert(
             else _optional_secret(scale_api_key_path, SCALE_KEY_VARIABLE),
             scale_api_url=scale_api_url,
             download_images=download_images,
-            image_cache=image_cache if image_cache is not None else output / IMAGE_CACHE_FOLDER,
+            image_cache=image_cache if image_cache is not None else output_dir / IMAGE_CACHE_FOLDER,
         )
         config = ConvertConfig(
-            output_dir=output,
+            output_dir=output_dir,
             fractions=fractions,
             seed=seed,
             pinned_classes=load_pinned_classes(classes) if classes else None,
@@ -512,19 +567,27 @@ def convert(
             layout=layout.value,
             class_priority=priority,
             instance_masks=instance_masks,
+            workers=workers if workers is not None else available_cpus(),
+            worker_slice=worker_slice,
         )
         result = run(
-            SOURCES[located.source_name].build(options),
+            remote.source(SOURCES[located.source_name].build(options)),
             SINKS[output_format.value](max_shard_bytes),
             config,
             events,
         )
+        if remote.output is not None:
+            _note(events, "publishing", remote.output)
+            remote.publish()
+            _note(events, "published", remote.output)
     except UsageError as error:
         _fail(str(error), code=2)
     except ConverterError as error:
         _fail(str(error), code=1)
+    finally:
+        remote.close()
     if not result.succeeded:
-        _fail(f"{result.report['summary']['failure']}; see {output / 'report.json'}", code=1)
+        _fail(f"{result.report['summary']['failure']}; see {as_location(output) / 'report.json'}", code=1)
 
 
 @app.command()
@@ -567,6 +630,33 @@ def verify(
     if problems:
         raise typer.Exit(code=1)
     typer.echo(f"OK: {count} records in the {listed} listed by {info_path} ({checked})")
+
+
+@app.command()
+def finalize(
+    output: Annotated[
+        str,
+        typer.Argument(
+            help="Output folder (or s3:// / gs:// URI) the workers of a scaled-out run wrote their parts/ into.",
+        ),
+    ],
+) -> None:
+    """Merge the parts of a run spread over machines (--num-workers) into one dataset."""
+    try:
+        result = finalize_parts(output)
+    except UsageError as error:
+        _fail(str(error), code=2)
+    except ConverterError as error:
+        _fail(str(error), code=1)
+    summary = result.report["summary"]
+    if not result.succeeded:
+        _fail(f"{summary['failure']}; see {output.rstrip('/')}/report.json", code=1)
+    typer.echo(
+        f"merged {result.parts} parts: {summary['converted']} of {summary['input_samples']} samples converted "
+        f"({', '.join(f'{split} {count}' for split, count in summary['converted_by_split'].items())}); "
+        f"{summary['skipped']} skipped; details in report.json",
+        err=True,
+    )
 
 
 @app.command("version")

@@ -274,6 +274,51 @@ def detection_export(root: Path, count: int, *, first_seed: int = 1, prefix: str
     return export
 
 
+@dataclass
+class CocoExport:
+    """A synthetic COCO export: images under `root/images`, the JSON under `root/annotations`."""
+
+    root: Path
+    categories: list[dict[str, Any]] = field(default_factory=list)
+    images: list[dict[str, Any]] = field(default_factory=list)
+    annotations: list[dict[str, Any]] = field(default_factory=list)
+    image_bytes: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def image_folder(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def path(self) -> Path:
+        return self.root / "annotations" / "instances.json"
+
+    def add_image(self, file_name: str, size: tuple[int, int] = (64, 48), image_id: int | None = None) -> int:
+        """Write the image file and its `images` entry; returns its id."""
+        image_id = len(self.images) + 1 if image_id is None else image_id
+        self.image_bytes[file_name] = write_image(
+            self.image_folder / file_name, image_pixels(*size, seed=len(self.images) + 1)
+        )
+        self.images.append({"id": image_id, "file_name": file_name, "width": size[0], "height": size[1]})
+        return image_id
+
+    def add_annotation(self, image_id: int, category_id: int, **fields: Any) -> dict[str, Any]:
+        annotation = {"id": len(self.annotations) + 1, "image_id": image_id, "category_id": category_id, "iscrowd": 0}
+        annotation.update(fields)
+        self.annotations.append(annotation)
+        return annotation
+
+    def write(self) -> Path:
+        document = {
+            "info": {"description": "synthetic"},
+            "images": self.images,
+            "annotations": self.annotations,
+            "categories": self.categories,
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(document), encoding="utf-8")
+        return self.path
+
+
 # ---------------------------------------------------------------------------
 # Running the converter and reading its outputs
 

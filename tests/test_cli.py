@@ -40,7 +40,7 @@ from builders import (
 from readback import OD_API_KEYS, parse_records, read_all, read_split
 
 import converter
-import converter.core.pipeline as pipeline
+import converter.core.worker as worker
 from converter.cli import main
 from converter.core.materialize import materialize as real_materialize
 from converter.core.verify import verify_dataset
@@ -479,10 +479,10 @@ def test_an_interrupted_run_leaves_the_previous_dataset_intact(tmp_path: Path, m
             raise KeyboardInterrupt
         return real_materialize(*arguments, **keywords)
 
-    monkeypatch.setattr(pipeline, "materialize", interrupting_materialize)
+    monkeypatch.setattr(worker, "materialize", interrupting_materialize)  # in this process: --workers 1
     export = detection_export(tmp_path / "export", 20)
     export.write()
-    result = convert("-a", export.manifest, "-i", export.images, "-o", output, "-p", "0.01")
+    result = convert("-a", export.manifest, "-i", export.images, "-o", output, "-p", "0.01", "--workers", "1")
 
     assert result.exit_code != 0
     assert seen["calls"] == 5

@@ -21,6 +21,7 @@ import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
 from converter.core.sample import SegmentationMask
+from converter.core.storage import seekable
 from converter.errors import SampleError
 
 IGNORE_ID = 255
@@ -54,7 +55,7 @@ def read_class_mask(mask: SegmentationMask, class_ids: Mapping[str, int]) -> Cla
     mapping does not list, naming the first few such values.
     """
     try:
-        with Image.open(mask.path) as image:
+        with Image.open(seekable(mask.path)) as image:
             mode = image.mode
             if mask.alpha_class is not None:
                 return _map_alpha(image, mask, mask.alpha_class, class_ids)

@@ -1,7 +1,9 @@
 """One conversion run: source -> class list -> splits -> materialize -> sinks -> commit.
 
-Memory holds the samples' annotations (small) but only one image's bytes at a time:
-images are read, encoded and written one by one, in each split's seeded order.
+Memory holds the samples' annotations (small) but only a bounded window of images:
+worker processes (`converter.core.parallel`) read, rasterize and encode samples, and one
+writer per split appends their records in each split's seeded order, so the output is
+byte-identical whatever the number of workers.
 
 Output is atomic. Everything is written into a staging folder inside the output folder
 (the output folder itself is often a mount point, which cannot be renamed), then moved
@@ -24,17 +26,22 @@ import yaml
 
 from converter import __version__
 from converter.core.classes import FIRST_CLASS_ID, build_class_list
-from converter.core.materialize import EncodedSample, RecordOptions, materialize
+from converter.core.materialize import RecordOptions
+from converter.core.parallel import ordered_map
 from converter.core.protocols import Sink, Source, SplitOutput
 from converter.core.rasterize import CombinationClasses, OverlapPolicy
 from converter.core.report import Report, ReportDocument, write_json
 from converter.core.sample import Sample
+from converter.core.scaleout import PART_MANIFEST, PARTS_FOLDER, WorkerSlice
 from converter.core.split import SplitFractions, SplitName, assign_split, seeded_order
-from converter.errors import SampleError, SampleLocation, UsageError
+from converter.core.worker import ConvertedSample, FailedSample, WorkerSettings, convert_sample, install
+from converter.errors import SampleLocation, UsageError
 
 DATASET_INFO = "dataset_info.yaml"
 REPORT = "report.json"
 STAGING_PREFIX = ".dataset-converter-staging-"
+MIN_SAMPLES_PER_WORKER = 16  # below this a worker costs more to start than it saves
+MAX_CHUNK_SAMPLES = 32  # samples per task sent to a worker: fewer round trips, still a smooth progress bar
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,8 @@ class ConvertConfig:
     class_priority: tuple[str, ...] = ()
     instance_masks: bool = False
     layout: str = "object-detection-api"
+    workers: int = 1
+    worker_slice: WorkerSlice | None = None  # scale-out: convert only this slice, into parts/<part_name>
 
 
 class RunEvents(Protocol):
@@ -114,10 +123,10 @@ class _ClassCounts:
     objects: dict[int, int]
     images: dict[int, int]
 
-    def add(self, sample: EncodedSample) -> None:
-        for obj in sample.objects:
-            self.objects[obj.class_id] = self.objects.get(obj.class_id, 0) + 1
-        for class_id in sample.class_ids_present():
+    def add(self, sample: ConvertedSample) -> None:
+        for class_id in sample.object_class_ids:
+            self.objects[class_id] = self.objects.get(class_id, 0) + 1
+        for class_id in sample.class_ids_present:
             self.images[class_id] = self.images.get(class_id, 0) + 1
 
     def by_name(self, names: Sequence[str]) -> dict[str, dict[str, int]]:
@@ -136,6 +145,12 @@ def _plan_splits(samples: Sequence[Sample], config: ConvertConfig) -> dict[Split
         split: [members[index] for index in seeded_order([sample.key for sample in members], config.seed)]
         for split, members in plan.items()
     }
+
+
+def _chunk_size(samples: int, workers: int) -> int:
+    """Samples per worker task: large enough to amortize a round trip, small enough that
+    every worker gets several tasks (an even finish) and a task's bytes stay small."""
+    return max(1, min(MAX_CHUNK_SAMPLES, samples // (workers * 8)))
 
 
 def _remove(path: Path) -> None:
@@ -219,9 +234,12 @@ def _dataset_info(
     return info
 
 
-def run(source: Source, sink: Sink, config: ConvertConfig, events: RunEvents) -> RunResult:
+def run(source: Source, sink: Sink[Any], config: ConvertConfig, events: RunEvents) -> RunResult:
     """Convert one export. Sample problems go to the report; only setup problems raise."""
-    staging = _create_staging(config.output_dir)
+    if config.worker_slice is None:
+        staging = _create_staging(config.output_dir, STAGING_PREFIX)
+    else:  # workers share parts/: each cleans up and replaces only what carries its own name
+        staging = _create_staging(config.output_dir / PARTS_FOLDER, f"{STAGING_PREFIX}{config.worker_slice.part_name}-")
     try:
         return _convert_into(staging, source, sink, config, events)
     finally:
@@ -229,14 +247,14 @@ def run(source: Source, sink: Sink, config: ConvertConfig, events: RunEvents) ->
             shutil.rmtree(staging)
 
 
-def _create_staging(output_dir: Path) -> Path:
+def _create_staging(output_dir: Path, prefix: str) -> Path:
     """A fresh staging folder in the output folder; checked before any work, so a read-only
     or foreign-owned output fails in a second, not after the whole conversion."""
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
-        for leftover in output_dir.glob(STAGING_PREFIX + "*"):
+        for leftover in output_dir.glob(prefix + "*"):
             _remove(leftover)  # an interrupted earlier run's staging folder
-        staging = output_dir / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+        staging = output_dir / f"{prefix}{uuid.uuid4().hex}"
         staging.mkdir()
     except OSError as error:
         raise UsageError(
@@ -246,7 +264,9 @@ def _create_staging(output_dir: Path) -> Path:
     return staging
 
 
-def _convert_into(staging: Path, source: Source, sink: Sink, config: ConvertConfig, events: RunEvents) -> RunResult:
+def _convert_into(
+    staging: Path, source: Source, sink: Sink[Any], config: ConvertConfig, events: RunEvents
+) -> RunResult:
     contents = source.read()
     report = Report()
     classes = build_class_list(contents.native_class_order, config.pinned_classes, config.allow_new_classes)
@@ -289,43 +309,61 @@ def _convert_into(staging: Path, source: Source, sink: Sink, config: ConvertConf
     input_samples = len(contents.samples) + len(contents.skipped)
     allowed_skips = config.max_skipped.allowed(input_samples) if config.max_skipped else None
     plan = _plan_splits(admitted, config)
-    events.started(len(admitted), len(report.skipped))
+    if config.worker_slice is not None:
+        plan = {split: members[slice(*config.worker_slice.bounds(len(members)))] for split, members in plan.items()}
+        if config.worker_slice.index != 0:  # what the source itself skipped is reported once, by worker 0
+            report = Report()
+    events.started(sum(len(members) for members in plan.values()), len(report.skipped))
 
-    failure: str | None = None
-    outputs: dict[SplitName, SplitOutput] = {}
-    counts: dict[SplitName, _ClassCounts] = {}
-    for split, members in plan.items():
-        writer = sink.open_split(staging, split, options)
-        counts[split] = _ClassCounts({}, {})
-        for sample in members:
-            if allowed_skips is not None and len(report.skipped) > allowed_skips:
-                break
-            try:
-                encoded = materialize(sample, classes, options, combinations)
-            except SampleError as error:
-                skip(sample.location, error.code, error.message)
+    encoder = sink.record_encoder(options)
+    writers = {split: sink.open_split(staging, split, options) for split in plan}
+    counts: dict[SplitName, _ClassCounts] = {split: _ClassCounts({}, {}) for split in plan}
+    queue = [(split, sample) for split, members in plan.items() for sample in members]
+    if allowed_skips is not None and len(report.skipped) > allowed_skips:
+        queue = []  # the source's own skips already exceed the limit: convert nothing
+    workers = min(config.workers, max(1, len(queue) // MIN_SAMPLES_PER_WORKER))
+    results = ordered_map(
+        convert_sample,
+        (sample for _, sample in queue),
+        workers,
+        chunk_size=_chunk_size(len(queue), workers),
+        initializer=install,
+        initargs=(WorkerSettings(classes, options, combinations, encoder),),
+    )
+    try:
+        for (split, sample), result in zip(queue, results, strict=True):
+            if isinstance(result, FailedSample):
+                skip(sample.location, result.code, result.message)
+                if allowed_skips is not None and len(report.skipped) > allowed_skips:
+                    break
                 continue
-            writer.write(encoded)
-            counts[split].add(encoded)
-            for note in encoded.notes:
+            writers[split].write(result.payload)
+            counts[split].add(result)
+            for note in result.notes:
                 report.add_object_note(sample.location, note.object_index, note.code, note.message)
-            for warning in encoded.warnings:
+            for warning in result.warnings:
                 report.add_warning(sample.location, warning)
             events.sample_done()
-        outputs[split] = writer.close()
+    finally:
+        results.close()  # stops the workers now when the loop broke off early
+    outputs: dict[SplitName, SplitOutput] = {split: writer.close() for split, writer in writers.items()}
 
+    failure: str | None = None
     converted: dict[str, int] = {split: output.samples for split, output in outputs.items()}
     if allowed_skips is not None and len(report.skipped) > allowed_skips:
         failure = (
             f"{len(report.skipped)} of {input_samples} input samples were skipped, more than "
             f"--max-skipped allows ({allowed_skips}); conversion stopped"
         )
-    elif sum(converted.values()) == 0:
+    elif sum(converted.values()) == 0 and config.worker_slice is None:  # finalize checks the whole run
         failure = f"none of the {input_samples} input samples could be converted"
     document = report.document(input_samples=input_samples, converted_by_split=converted, failure=failure)
     write_json(staging / REPORT, document)
     if failure:
-        _commit_report_only(staging, config.output_dir)
+        if config.worker_slice is not None:
+            _commit_part(staging, config.output_dir / PARTS_FOLDER / config.worker_slice.part_name, None)
+        else:
+            _commit_report_only(staging, config.output_dir)
     else:
         class_names = [*classes.names, *(combinations.names if combinations else [])]
         entries = [entry for output in outputs.values() for entry in output.entries]
@@ -354,10 +392,35 @@ def _convert_into(staging: Path, source: Source, sink: Sink, config: ConvertConf
             },
             entries,
         )
-        (staging / DATASET_INFO).write_text(yaml.safe_dump(info, sort_keys=False, allow_unicode=True), encoding="utf-8")
-        _commit(staging, config.output_dir, [*entries, REPORT, DATASET_INFO])
+        if config.worker_slice is None:
+            (staging / DATASET_INFO).write_text(
+                yaml.safe_dump(info, sort_keys=False, allow_unicode=True), encoding="utf-8"
+            )
+            _commit(staging, config.output_dir, [*entries, REPORT, DATASET_INFO])
+        else:
+            info["worker"] = {
+                "index": config.worker_slice.index,
+                "count": config.worker_slice.count,
+                "allowed_skips": allowed_skips,  # finalize applies --max-skipped to the whole run
+            }
+            _commit_part(staging, config.output_dir / PARTS_FOLDER / config.worker_slice.part_name, info)
     events.finished(document)
     return RunResult(report=document, succeeded=failure is None)
+
+
+def _commit_part(staging: Path, part_dir: Path, part_info: dict[str, Any] | None) -> None:
+    """Replace this worker's part folder, and nothing else, with the staged one.
+
+    A re-run worker (Kubernetes retries a failed index) thus overwrites its own part only.
+    `part.yaml` is written last, and only by a worker that succeeded: finalize merges
+    folders that have one and names those that do not.
+    """
+    if part_info is not None:
+        (staging / PART_MANIFEST).write_text(
+            yaml.safe_dump(part_info, sort_keys=False, allow_unicode=True), encoding="utf-8"
+        )
+    _remove(part_dir)
+    staging.replace(part_dir)
 
 
 def _commit_report_only(staging: Path, output_dir: Path) -> None:

@@ -7,15 +7,23 @@ and nothing of exports. Both are registered by CLI name in `converter.sources` a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from converter.core.materialize import EncodedSample, RecordOptions
 from converter.core.sample import SourceContents
 from converter.core.shard import ShardInfo
 from converter.core.split import SplitName
+
+Payload = TypeVar("Payload")
+Payload_contra = TypeVar("Payload_contra", contravariant=True)
+
+RecordEncoder = Callable[[EncodedSample], Payload]
+"""Turns a materialized sample into what a split writer writes (a framed TFRecord, or the
+sample itself for file formats). It runs in the worker processes, so it must pickle: a
+module-level function or an instance of a module-level class."""
 
 
 class Source(Protocol):
@@ -59,20 +67,27 @@ class SplitOutput:
     checksums: ChecksumManifest | None = None
 
 
-class SplitWriter(Protocol):
+class SplitWriter(Protocol[Payload_contra]):
     """Writes the records of one split, in the order it receives them."""
 
-    def write(self, sample: EncodedSample) -> None: ...
+    def write(self, payload: Payload_contra) -> None: ...
 
     def close(self) -> SplitOutput:
         """Finish every file; called once, after the last `write`."""
         ...
 
 
-class Sink(Protocol):
-    """An output format."""
+class Sink(Protocol[Payload]):
+    """An output format: an encoder that runs in the workers, and a writer per split in the parent.
 
-    def open_split(self, output_dir: Path, split: SplitName, options: RecordOptions) -> SplitWriter: ...
+    The split between the two is a cost decision: what the encoder returns travels from a
+    worker process to the parent, so a sink whose records are the image bytes plus a little
+    (TFRecord) encodes them completely in the worker, and the parent only appends them.
+    """
+
+    def record_encoder(self, options: RecordOptions) -> RecordEncoder[Payload]: ...
+
+    def open_split(self, output_dir: Path, split: SplitName, options: RecordOptions) -> SplitWriter[Payload]: ...
 
     def check_class_names(self, class_names: Sequence[str]) -> None:
         """Raise `UsageError` before any work if the format cannot write one of these names."""

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from converter.core.storage import RemotePath
 from converter.errors import SampleLocation
 
 BACKGROUND = None
@@ -125,9 +126,10 @@ class SegmentationMask:
 
     With `alpha_class`, the mask is read by its alpha channel alone: alpha is opacity, so
     pixels at least half opaque (alpha >= 128) are that class and the rest background.
+    `path` is a local file, or an object in a bucket when the export's masks live there.
     """
 
-    path: Path
+    path: Path | RemotePath
     index_to_class: tuple[tuple[int, str | None], ...] = ()
     color_to_class: tuple[tuple[tuple[int, int, int], str | None], ...] = ()
     alpha_class: str | None = None
@@ -146,11 +148,12 @@ class Sample:
     `key` is the stable identity used for the split hash: the same image must get the
     same key on every run (for a manifest, its `source-ref`). `declared_size` is the
     `(width, height)` the annotation tool recorded, if any; annotations are in that frame.
+    `image_path` is a local file, or an object in a bucket (read where it lies, never copied).
     """
 
     key: str
     location: SampleLocation
-    image_path: Path
+    image_path: Path | RemotePath
     image_name: str
     declared_size: tuple[int, int] | None = None
     objects: tuple[ObjectAnnotation, ...] = ()

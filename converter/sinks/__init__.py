@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from converter.core.protocols import Sink
 from converter.sinks.json_files import JsonFilesSink
@@ -10,7 +11,7 @@ from converter.sinks.masks import MasksSink
 from converter.sinks.masterful import MasterfulSink
 from converter.sinks.tfrecord import TFRecordSink
 
-SinkFactory = Callable[[int], Sink]
+SinkFactory = Callable[[int], Sink[Any]]
 """Builds a sink from the shard size cap in bytes."""
 
 SINKS: dict[str, SinkFactory] = {

@@ -70,6 +70,12 @@ class UniqueNames:
         return OutputName(stem, suffix)
 
 
+def pass_through(sample: EncodedSample) -> EncodedSample:
+    """The record encoder of the file formats: their writers need the whole sample (bytes,
+    mask, names), and naming files must happen in record order, in the parent."""
+    return sample
+
+
 def write_file(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a hidden temporary file beside it, renamed into place."""
     temporary = path.with_name(f".{path.name}.partial")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from converter.core.materialize import EncodedObject, EncodedSample, RecordOptions
-from converter.core.protocols import SplitOutput
+from converter.core.protocols import RecordEncoder, SplitOutput
 from converter.core.sample import ObjectAnnotation, Polygon
 from converter.core.split import SplitName
 from converter.sinks._files import (
@@ -34,6 +34,7 @@ from converter.sinks._files import (
     SplitFiles,
     UniqueNames,
     file_reference,
+    pass_through,
 )
 
 ANNOTATIONS_FOLDER = "annotations"
@@ -147,6 +148,9 @@ class JsonFilesSink:
 
     def __init__(self, max_shard_bytes: int) -> None:
         """One file per image is not sharded; the cap is accepted so every sink is built alike."""
+
+    def record_encoder(self, options: RecordOptions) -> RecordEncoder[EncodedSample]:
+        return pass_through
 
     def open_split(self, output_dir: Path, split: SplitName, options: RecordOptions) -> _JsonSplitWriter:
         return _JsonSplitWriter(output_dir, split, options)

@@ -21,10 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from converter.core.materialize import EncodedSample, RecordOptions
-from converter.core.protocols import SplitOutput
+from converter.core.protocols import RecordEncoder, SplitOutput
 from converter.core.split import SplitName
 from converter.errors import UsageError
-from converter.sinks._files import IMAGES_FOLDER, MASK_SUFFIX, MASKS_FOLDER, SplitFiles, UniqueNames, write_file
+from converter.sinks._files import (
+    IMAGES_FOLDER,
+    MASK_SUFFIX,
+    MASKS_FOLDER,
+    SplitFiles,
+    UniqueNames,
+    pass_through,
+    write_file,
+)
 
 CODES_FILE = "codes.txt"
 BACKGROUND_CODE = "background"
@@ -61,6 +69,9 @@ class MasksSink:
 
     def __init__(self, max_shard_bytes: int) -> None:
         """Image and mask files are not sharded; the cap is accepted so every sink is built alike."""
+
+    def record_encoder(self, options: RecordOptions) -> RecordEncoder[EncodedSample]:
+        return pass_through
 
     def open_split(self, output_dir: Path, split: SplitName, options: RecordOptions) -> _MaskSplitWriter:
         if not options.class_masks:

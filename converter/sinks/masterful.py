@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from converter.core.classes import FIRST_CLASS_ID
 from converter.core.materialize import EncodedSample, RecordOptions
-from converter.core.protocols import SplitOutput
+from converter.core.protocols import RecordEncoder, SplitOutput
 from converter.core.split import SplitName
 from converter.errors import UsageError
 from converter.sinks._files import (
@@ -49,6 +49,7 @@ from converter.sinks._files import (
     SplitFiles,
     UniqueNames,
     file_reference,
+    pass_through,
     write_file,
 )
 
@@ -125,6 +126,9 @@ class MasterfulSink:
     def __init__(self, max_shard_bytes: int) -> None:
         """Masterful's records are not sharded; the cap is accepted so every sink is built alike."""
         self._task: MasterfulTask | None = None
+
+    def record_encoder(self, options: RecordOptions) -> RecordEncoder[EncodedSample]:
+        return pass_through
 
     def open_split(self, output_dir: Path, split: SplitName, options: RecordOptions) -> _MasterfulSplitWriter:
         if options.instance_masks:

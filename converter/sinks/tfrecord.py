@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from converter.core.materialize import EncodedSample, RecordOptions
 from converter.core.protocols import SplitOutput
 from converter.core.split import SplitName
 from converter.errors import UsageError
-from converter.formats.tfrecord import BytesFeature, Feature, FloatFeature, Int64Feature, encode_example, frame_record
+from converter.formats.tfrecord import BytesFeature, Feature, FloatFeature, Int64Feature, encode_record
 from converter.sinks._sharded_file import ShardedFileWriter
 
 SPLIT_FOLDERS: dict[SplitName, str] = {"train": "tfrecord_train", "validation": "tfrecord_val", "test": "tfrecord_test"}
@@ -158,17 +159,26 @@ FeatureBuilder = Callable[[EncodedSample, RecordOptions], dict[str, Feature]]
 _FEATURES: dict[str, FeatureBuilder] = {OBJECT_DETECTION_API: object_detection_features, MODELPACK: modelpack_features}
 
 
+@dataclass(frozen=True)
+class TFRecordEncoder:
+    """Builds one framed record (Example protobuf, length, CRCs) in a worker process, so the
+    parent only appends bytes: the image bytes cross between processes once, already framed."""
+
+    options: RecordOptions
+
+    def __call__(self, sample: EncodedSample) -> bytes:
+        return encode_record(_FEATURES[self.options.layout](sample, self.options))
+
+
 class _TFRecordSplitWriter:
-    def __init__(self, output_dir: Path, split: SplitName, max_shard_bytes: int, options: RecordOptions) -> None:
-        self._options = options
-        self._features = _FEATURES[options.layout]
+    def __init__(self, output_dir: Path, split: SplitName, max_shard_bytes: int) -> None:
         self._folder_name = SPLIT_FOLDERS[split]
         self._shards = ShardedFileWriter(
             output_dir / self._folder_name, SHARD_PREFIXES[split], SHARD_SUFFIX, max_shard_bytes, relative_to=output_dir
         )
 
-    def write(self, sample: EncodedSample) -> None:
-        self._shards.write(frame_record(encode_example(self._features(sample, self._options))))
+    def write(self, framed_record: bytes) -> None:
+        self._shards.write(framed_record)
 
     def close(self) -> SplitOutput:
         shards = self._shards.close()
@@ -187,12 +197,15 @@ class TFRecordSink:
     def __init__(self, max_shard_bytes: int) -> None:
         self.max_shard_bytes = max_shard_bytes
 
-    def open_split(self, output_dir: Path, split: SplitName, options: RecordOptions) -> _TFRecordSplitWriter:
+    def record_encoder(self, options: RecordOptions) -> TFRecordEncoder:
         if options.layout not in _FEATURES:
             raise UsageError(f"unknown TFRecord layout {options.layout!r}; known: {', '.join(sorted(_FEATURES))}")
         if options.layout == MODELPACK and options.instance_masks:
             raise UsageError("--instance-masks: ModelPack records have no key for instance masks; drop the flag")
-        return _TFRecordSplitWriter(output_dir, split, self.max_shard_bytes, options)
+        return TFRecordEncoder(options)
+
+    def open_split(self, output_dir: Path, split: SplitName, options: RecordOptions) -> _TFRecordSplitWriter:
+        return _TFRecordSplitWriter(output_dir, split, self.max_shard_bytes)
 
     def check_class_names(self, class_names: Sequence[str]) -> None:
         """Any name can be written: records and JSON carry names as strings."""

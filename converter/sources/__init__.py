@@ -14,6 +14,7 @@ from pathlib import Path
 
 from converter.core.protocols import Source
 from converter.core.secret import Secret
+from converter.core.storage import RemotePath
 from converter.errors import UsageError
 from converter.sources.coco import CocoSource, looks_like_coco
 from converter.sources.geojson import GeoJsonSource, looks_like_geojson
@@ -30,11 +31,12 @@ class SourceOptions:
     """What the command line tells a source.
 
     `annotations` is a file, never a folder; it is None when annotations come from a
-    server (`labelstudio_url`, `scale_project`). Each source reads the fields that concern it.
+    server (`labelstudio_url`, `scale_project`). `images` is a bucket prefix only for the
+    sources in `REMOTE_IMAGE_SOURCES`. Each source reads the fields that concern it.
     """
 
     annotations: Path | None
-    images: Path
+    images: Path | RemotePath
     images_given: bool = True  # False when `images` is the default, not named with -i
     label_attribute: str | None = None
     masks: Path | None = None
@@ -67,6 +69,19 @@ def _annotation_file(options: SourceOptions) -> Path:
     return options.annotations
 
 
+REMOTE_IMAGE_SOURCES = ("sagemaker_gt", "coco", "geojson")
+"""Sources whose images may lie in a bucket; the others walk folders or write caches beside them."""
+
+
+def _local_images(options: SourceOptions, source_name: str) -> Path:
+    if isinstance(options.images, RemotePath):
+        raise UsageError(
+            f"{source_name} reads images from a local folder, but the images folder is {options.images}; pass a "
+            f"local -i/--images (images in a bucket work with {', '.join(REMOTE_IMAGE_SOURCES)})"
+        )
+    return options.images
+
+
 SOURCES: dict[str, SourceFormat] = {
     "sagemaker_gt": SourceFormat(
         summary="a SageMaker Ground Truth output manifest (JSON Lines with `source-ref` and a labelled attribute)",
@@ -80,7 +95,7 @@ SOURCES: dict[str, SourceFormat] = {
         recognizes=looks_like_labelstudio_export,
         build=lambda options: build_labelstudio_source(
             options.annotations,
-            options.images,
+            _local_images(options, "labelstudio"),
             options.annotation_rule,
             options.labelstudio_url,
             options.labelstudio_project,
@@ -92,7 +107,9 @@ SOURCES: dict[str, SourceFormat] = {
         "or {alpha: <class>}), with images/ and masks/ beside it",
         recognizes=looks_like_label_map,
         build=lambda options: MaskFolderSource(
-            _annotation_file(options), options.images if options.images_given else None, options.masks
+            _annotation_file(options),
+            _local_images(options, "mask_folder") if options.images_given else None,
+            options.masks,
         ),
     ),
     "coco": SourceFormat(
@@ -111,7 +128,7 @@ SOURCES: dict[str, SourceFormat] = {
         recognizes=looks_like_scale_export,
         build=lambda options: build_scale_source(
             options.annotations,
-            options.images,
+            _local_images(options, "scale"),
             project=options.scale_project,
             batches=options.scale_batches,
             created_after=options.created_after,
@@ -129,7 +146,7 @@ SOURCES: dict[str, SourceFormat] = {
 class LocatedExport:
     source_name: str
     annotations: Path | None
-    default_images: Path
+    default_images: Path | RemotePath
 
 
 def _candidate_files(folder: Path) -> list[Path]:

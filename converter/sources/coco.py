@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from converter.core.images import ImageResolver
+from converter.core.images import image_resolver
 from converter.core.input_files import load_json
 from converter.core.sample import (
     AnnotationNote,
@@ -50,6 +50,7 @@ from converter.core.sample import (
     SkippedSample,
     SourceContents,
 )
+from converter.core.storage import RemotePath
 from converter.errors import SampleError, SampleLocation, UsageError
 from converter.sources._peek import json_file_ends
 
@@ -135,10 +136,10 @@ class _PolygonParts:
 class CocoSource:
     """`--source coco`: a COCO instances JSON and the folder its `file_name`s resolve under."""
 
-    def __init__(self, annotations: Path, images_root: Path) -> None:
+    def __init__(self, annotations: Path, images_root: Path | RemotePath) -> None:
         self.annotations = annotations
         self.images_root = images_root
-        self._resolver = ImageResolver(images_root)
+        self._resolver = image_resolver(images_root)
 
     def read(self) -> SourceContents:
         document = self._load()
@@ -294,7 +295,7 @@ class CocoSource:
         """The image's sample; annotation problems become notes, image problems raise `SampleError`."""
         if entry.problem is not None:
             raise entry.problem
-        image_path = self._resolver.resolve(entry.key)
+        image = self._resolver.locate(entry.key)
         objects = []
         for name, annotation in entry.annotations:
             try:
@@ -308,8 +309,8 @@ class CocoSource:
         return Sample(
             key=entry.key,
             location=location,
-            image_path=image_path,
-            image_name=image_path.relative_to(self.images_root).as_posix(),
+            image_path=image.path,
+            image_name=image.name,
             declared_size=entry.declared_size,
             objects=tuple(objects),
         )

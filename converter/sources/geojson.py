@@ -43,7 +43,7 @@ from typing import Any
 import shapely
 from shapely.validation import explain_validity
 
-from converter.core.images import ImageResolver
+from converter.core.images import image_resolver
 from converter.core.input_files import load_json
 from converter.core.sample import (
     AnnotationNote,
@@ -53,6 +53,7 @@ from converter.core.sample import (
     SkippedSample,
     SourceContents,
 )
+from converter.core.storage import RemotePath
 from converter.errors import SampleError, SampleLocation, UsageError
 from converter.sources._peek import json_file_ends
 
@@ -262,10 +263,10 @@ class _ImageGroup:
 class GeoJsonSource:
     """`--source geojson`: a FeatureCollection of image annotations and its images folder."""
 
-    def __init__(self, annotations: Path, images_root: Path) -> None:
+    def __init__(self, annotations: Path, images_root: Path | RemotePath) -> None:
         self.annotations = annotations
         self.images_root = images_root
-        self._resolver = ImageResolver(images_root)
+        self._resolver = image_resolver(images_root)
 
     def read(self) -> SourceContents:
         skipped: list[SkippedSample] = []
@@ -327,12 +328,12 @@ class GeoJsonSource:
         if len(group.sizes) > 1:
             listed = ", ".join(f"{width}x{height}" for width, height in sorted(group.sizes))
             raise _malformed(f"its features disagree on `image_width` x `image_height`: {listed}")
-        image_path = self._resolver.resolve(image_filename)
+        image = self._resolver.locate(image_filename)
         return Sample(
             key=image_filename,
             location=group.location,
-            image_path=image_path,
-            image_name=image_path.relative_to(self.images_root).as_posix(),
+            image_path=image.path,
+            image_name=image.name,
             declared_size=next(iter(group.sizes), None),
             objects=tuple(group.objects),
         )

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from converter.core.images import ImageResolver
+from converter.core.images import image_resolver
 from converter.core.sample import (
     ObjectAnnotation,
     Sample,
@@ -28,6 +28,7 @@ from converter.core.sample import (
     SkippedSample,
     SourceContents,
 )
+from converter.core.storage import RemotePath
 from converter.errors import SampleError, SampleLocation, UsageError
 
 DETECTION = "groundtruth/object-detection"
@@ -127,11 +128,11 @@ class _ParsedLine:
 class SageMakerGroundTruthSource:
     """`--source sagemaker_gt`: a Ground Truth output manifest and its images."""
 
-    def __init__(self, manifest: Path, images_root: Path, label_attribute: str | None = None) -> None:
+    def __init__(self, manifest: Path, images_root: Path | RemotePath, label_attribute: str | None = None) -> None:
         self.manifest = manifest
         self.images_root = images_root
         self.label_attribute = label_attribute
-        self._resolver = ImageResolver(images_root)
+        self._resolver = image_resolver(images_root)
 
     def _lines(self, skipped: list[SkippedSample]) -> Iterator[_ParsedLine]:
         try:
@@ -226,12 +227,12 @@ class SageMakerGroundTruthSource:
                 "unsupported_type",
                 f"job type {job_type!r} of {attribute!r} is not supported (supported: {', '.join(SUPPORTED_TYPES)})",
             )
-        image_path = self._resolver.resolve(reference)
+        image = self._resolver.locate(reference)
         base = Sample(
             key=reference,
             location=location,
-            image_path=image_path,
-            image_name=image_path.relative_to(self.images_root).as_posix(),
+            image_path=image.path,
+            image_name=image.name,
             attributes=tuple((name, str(metadata[name])) for name in _METADATA_ATTRIBUTES if name in metadata),
         )
         value = content[attribute]
@@ -313,7 +314,7 @@ class SageMakerGroundTruthSource:
             if name is not None:
                 used[gt_index] = name
         try:
-            mask_path = self._resolver.resolve(value)
+            mask_path = self._resolver.locate(value).path
         except SampleError as error:
             raise SampleError(error.code, f"segmentation mask: {error.message}") from None
         mask = SegmentationMask(mask_path, tuple(index_to_class), tuple(color_to_class))

@@ -66,6 +66,7 @@ from converter.core.sample import (
     SourceContents,
 )
 from converter.core.secret import Secret
+from converter.core.storage import seekable
 from converter.errors import SampleError, SampleLocation, UsageError
 from converter.sources._peek import json_file_head
 from converter.sources.image_download import (
@@ -404,7 +405,7 @@ def segment_annotations(response: Mapping[str, Any]) -> TaskAnnotations:
 def _present_in_mask(mask: SegmentationMask) -> tuple[str, ...]:
     """The labels whose indices occur in an index image, in mapping order."""
     try:
-        with Image.open(mask.path) as image:
+        with Image.open(seekable(mask.path)) as image:
             values = set(np.unique(np.asarray(image)).tolist())
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise SampleError("corrupt_mask", f"mask {mask.path} cannot be read: {error}") from None

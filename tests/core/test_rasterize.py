@@ -23,9 +23,11 @@ from pycocotools import mask as coco_mask
 
 from converter.core.rasterize import (
     CombinationClasses,
+    Coverage,
     compose_class_mask,
     mask_bbox,
     object_mask,
+    polygon_coverage,
     polygon_mask,
     rle_mask,
 )
@@ -343,8 +345,9 @@ def test_rle_counts_that_do_not_cover_the_mask_are_malformed(counts: tuple[int, 
 A, B, C = 1, 2, 3
 
 
-def _layer(cols: range, rows: range) -> BoolMask:
-    return _block(4, 6, cols, rows)
+def _layer(cols: range, rows: range) -> Coverage:
+    """A rectangle as the materializer hands layers over: only its window, placed in the 4x6 image."""
+    return Coverage(rows.start, cols.start, np.ones((len(rows), len(cols)), dtype=bool), 4, 6)
 
 
 def test_order_paints_later_layers_over_earlier_ones() -> None:
@@ -418,6 +421,34 @@ def test_combine_counts_a_base_mask_as_the_first_layer() -> None:
 
 
 def test_mask_bbox_is_the_pixel_extent() -> None:
-    assert mask_bbox(np.zeros((3, 4), dtype=bool)) is None
-    assert mask_bbox(_pixels(5, 6, [(2, 3)])) == (2.0, 3.0, 3.0, 4.0)
-    assert mask_bbox(_pixels(5, 6, [(0, 4), (5, 1)])) == (0.0, 1.0, 6.0, 5.0)
+    assert mask_bbox(Coverage.whole(np.zeros((3, 4), dtype=bool))) is None
+    assert mask_bbox(Coverage.whole(_pixels(5, 6, [(2, 3)]))) == (2.0, 3.0, 3.0, 4.0)
+    assert mask_bbox(Coverage.whole(_pixels(5, 6, [(0, 4), (5, 1)]))) == (0.0, 1.0, 6.0, 5.0)
+    assert mask_bbox(Coverage(7, 3, _pixels(5, 6, [(0, 4), (5, 1)]), 20, 20)) == (3.0, 8.0, 9.0, 12.0)
+
+
+def test_a_polygon_is_rasterized_in_its_window_only() -> None:
+    coverage = polygon_coverage([Polygon((100.0, 200.0, 110.5, 200.0, 105.0, 212.25))], 480, 640)
+    assert coverage.pixels.shape[0] < 20 and coverage.pixels.shape[1] < 20
+    np.testing.assert_array_equal(
+        coverage.full(), _pycocotools_rings([(100.0, 200.0, 110.5, 200.0, 105.0, 212.25)], 480, 640)
+    )
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    origin=st.tuples(st.floats(-30, 660), st.floats(-30, 500)),
+    points=st.lists(st.tuples(st.floats(-25, 25), st.floats(-25, 25)), min_size=3, max_size=10),
+    hole=st.booleans(),
+)
+def test_windows_anywhere_in_a_large_image_equal_the_whole_image_rasterization(
+    origin: tuple[float, float], points: list[tuple[float, float]], hole: bool
+) -> None:
+    """Shapes far from the origin, with arbitrary float digits, partly outside: shifting must not change a pixel."""
+    ring = tuple(value for x, y in points for value in (origin[0] + x, origin[1] + y))
+    holes = (tuple(value for x, y in points[::-1] for value in (origin[0] + x / 2, origin[1] + y / 2)),) if hole else ()
+    coverage = polygon_coverage([Polygon(ring, holes)], 480, 640)
+    expected = _pycocotools_rings([ring], 480, 640)
+    if holes:
+        expected &= ~_pycocotools_rings(holes, 480, 640)
+    np.testing.assert_array_equal(coverage.full(), expected)

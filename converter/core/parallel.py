@@ -1,0 +1,114 @@
+"""An ordered, bounded map over worker processes: what lets one writer keep the seeded order.
+
+Why processes: reading, rasterizing and PNG-encoding are CPU work in Python and C
+extensions that hold the GIL part of the time, so threads would not scale.
+
+Why results come back in input order: each split has one writer, which must write the
+records in the seeded order so that the output is byte-identical whatever the number of
+workers. Results that finish early wait (at most `window` chunks of them), so memory stays
+flat: a slow disk stalls the workers instead of filling the parent's memory.
+
+Why `forkserver`: workers are forked from a small server process that imports only the
+converter's worker modules, never from the parent. A parent that has imported TensorFlow
+(a test suite, a notebook) therefore never hands a copy of it to its workers, and no
+worker is forked from a process that runs threads. `fork` would start faster and `spawn`
+would re-import everything in every worker; the server is started once per parent process
+and reused by every later pool.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any, TypeVar
+
+from converter.errors import ConverterError
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+WORKER_MODULES = ("converter.core.worker", "converter.sinks")  # imported once by the fork server
+CHUNKS_IN_FLIGHT_PER_WORKER = 2  # one being worked on, one waiting: workers never idle, memory bounded
+_CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota.
+
+    A container limited to 2 CPUs on a 64-core host sees 64 in `os.cpu_count()`; starting
+    64 workers there would only add memory and context switches.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = _CGROUP_CPU_MAX.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota: the affinity mask is the limit
+    return max(1, cpus)
+
+
+def _apply_to_chunk(function: Callable[[Item], Result], chunk: Sequence[Item]) -> list[Result]:
+    return [function(item) for item in chunk]
+
+
+def ordered_map(
+    function: Callable[[Item], Result],
+    items: Iterable[Item],
+    workers: int,
+    chunk_size: int,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple[Any, ...] = (),
+) -> Generator[Result, None, None]:
+    """`map(function, items)` on `workers` processes, yielding results in the order of `items`.
+
+    `function` and `initializer` must be module-level functions (they are pickled by
+    name); `initializer(*initargs)` runs once in each worker, to hand it what every item
+    needs (the class list, the record options) without pickling that with every chunk.
+    With `workers <= 1` everything runs in this process, through the same functions.
+    Closing the iterator early cancels the work not yet started.
+    """
+    if workers <= 1:
+        if initializer is not None:
+            initializer(*initargs)
+        yield from map(function, items)
+        return
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(WORKER_MODULES))
+    window = workers * CHUNKS_IN_FLIGHT_PER_WORKER
+    executor = ProcessPoolExecutor(workers, mp_context=context, initializer=initializer, initargs=initargs)
+    pending: deque[Future[list[Result]]] = deque()
+    try:
+        for chunk in _chunks(items, chunk_size):
+            if len(pending) >= window:
+                yield from _result_of(pending.popleft())
+            pending.append(executor.submit(_apply_to_chunk, function, chunk))
+        while pending:
+            yield from _result_of(pending.popleft())
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _result_of(future: Future[list[Result]]) -> list[Result]:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise ConverterError(
+            "a worker process died (killed for memory?); rerun with fewer --workers or more memory"
+        ) from None
+
+
+def _chunks(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
+    chunk: list[Item] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

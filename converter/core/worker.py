@@ -1,0 +1,75 @@
+"""What a worker process does with one sample: materialize it and encode its record.
+
+The parent hands each worker the run-wide settings once (`install`), then streams samples
+through `convert_sample`. What comes back is small besides the sink's payload: the class
+ids the parent counts for dataset_info.yaml, and the notes and warnings for the report.
+A sample that cannot be written comes back as a `FailedSample`, never as an exception, so
+one bad sample never stops the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from converter.core.classes import ClassList
+from converter.core.materialize import ObjectNote, RecordOptions, materialize
+from converter.core.protocols import RecordEncoder
+from converter.core.rasterize import CombinationClasses
+from converter.core.sample import Sample
+from converter.errors import SampleError
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything every sample of a run needs; pickled once per worker, not once per sample."""
+
+    classes: ClassList
+    options: RecordOptions
+    combinations: CombinationClasses | None
+    encoder: RecordEncoder[Any]
+
+
+@dataclass(frozen=True)
+class ConvertedSample:
+    """A sample ready for its split's writer."""
+
+    payload: Any
+    object_class_ids: tuple[int, ...]
+    class_ids_present: frozenset[int]
+    notes: tuple[ObjectNote, ...]
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FailedSample:
+    """A sample that cannot be written, and why (for the report)."""
+
+    code: str
+    message: str
+
+
+_settings: WorkerSettings | None = None
+
+
+def install(settings: WorkerSettings) -> None:
+    """Set this process's run settings; the pool's initializer, or the parent with one worker."""
+    global _settings
+    _settings = settings
+
+
+def convert_sample(sample: Sample) -> ConvertedSample | FailedSample:
+    """Materialize one sample and encode its record with the installed settings."""
+    if _settings is None:
+        raise RuntimeError("worker settings not installed; call install() first")
+    try:
+        encoded = materialize(sample, _settings.classes, _settings.options, _settings.combinations)
+    except SampleError as error:
+        return FailedSample(error.code, error.message)
+    return ConvertedSample(
+        payload=_settings.encoder(encoded),
+        object_class_ids=tuple(obj.class_id for obj in encoded.objects),
+        class_ids_present=encoded.class_ids_present(),
+        notes=encoded.notes,
+        warnings=encoded.warnings,
+    )

@@ -313,7 +313,7 @@ def convert(
             rich_help_panel=MASKS_PANEL,
             help="Where shapes overlap in a class mask: later ones paint over earlier (order), the higher "
             "--class-priority wins (priority), or the pixel gets a combination class like Canvas+Obstruction "
-            "(combine).",
+            "(combine; numbered as first met, so it runs in one process).",
         ),
     ] = Overlap.order,
     class_priority: Annotated[
@@ -517,6 +517,11 @@ def convert(
         worker_slice = resolve_worker_slice(num_workers, worker_index)
         if worker_slice is not None and output_format.value != "tfrecord":
             raise UsageError(f"--num-workers {worker_slice.count}: scale-out writes TFRecord shards; use -f tfrecord")
+        if worker_slice is not None and overlap == Overlap.combine:
+            raise UsageError(
+                "--overlap combine numbers combination classes as first met in the whole run; it cannot be split "
+                "over machines (--num-workers); use --overlap order or priority"
+            )
         if worker_slice is not None and absolute_paths:
             raise UsageError("--absolute-paths cannot be combined with --num-workers: parts are merged by finalize")
         if labelstudio_url is not None:

@@ -8,6 +8,7 @@ pipeline lists it in the report and carries on, so one bad sample never sinks a 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 
@@ -23,13 +24,16 @@ class RunFailedError(ConverterError):
     """The run finished but its result is unusable (nothing converted, too many skips)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SampleLocation:
     """Where a sample came from: the input file, and the 1-based line when the format has lines."""
 
     file: str
     line: int | None = None
     key: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "file", sys.intern(self.file))  # one copy of the file name for all its samples
 
     def __str__(self) -> str:
         where = self.file if self.line is None else f"{self.file}:{self.line}"

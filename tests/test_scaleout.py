@@ -286,3 +286,26 @@ def test_slices_cover_every_position_once() -> None:
         for count in (1, 2, 3, 8):
             covered = [i for index in range(count) for i in range(*WorkerSlice(index, count).bounds(total))]
             assert covered == list(range(total))
+
+
+def test_combination_classes_are_numbered_alike_whatever_workers_are_asked_for(tmp_path: Path) -> None:
+    """`--overlap combine` numbers combinations as first met: the run keeps one process for it."""
+    export = CocoExport(tmp_path / "export", categories=[{"id": 1, "name": "a"}, {"id": 2, "name": "b"}])
+    for index in range(48):
+        image_id = export.add_image(f"img{index:03d}.jpg")
+        first, second = (1, 2) if index % 3 else (2, 1)
+        export.add_annotation(image_id, first, segmentation=[[2, 2, 40, 2, 40, 40, 2, 40]])
+        if index % 5:
+            export.add_annotation(image_id, second, segmentation=[[20, 10, 60, 10, 60, 45, 20, 45]])
+    export.write()
+    outputs = {}
+    for workers in ("1", "2"):
+        outputs[workers] = tmp_path / f"out{workers}"
+        result = convert("-a", export.path, "-i", export.image_folder, "-o", outputs[workers], "--overlap", "combine",
+                         "--workers", workers)  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+    assert _files(outputs["2"]) == _files(outputs["1"])
+    assert load_info(outputs["1"])["masks"]["combinations"] == {"a+b": ["a", "b"]}
+    refused = _run_worker(export, tmp_path / "parts", 0, 2, "--overlap", "combine")
+    assert refused.exit_code == 2
+    assert "cannot be split over machines" in flat(refused.stderr)

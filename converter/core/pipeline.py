@@ -321,7 +321,8 @@ def _convert_into(
     queue = [(split, sample) for split, members in plan.items() for sample in members]
     if allowed_skips is not None and len(report.skipped) > allowed_skips:
         queue = []  # the source's own skips already exceed the limit: convert nothing
-    workers = min(config.workers, max(1, len(queue) // MIN_SAMPLES_PER_WORKER))
+    # Combination classes are numbered as first met in record order: one process must meet them all.
+    workers = 1 if combinations else min(config.workers, max(1, len(queue) // MIN_SAMPLES_PER_WORKER))
     results = ordered_map(
         convert_sample,
         (sample for _, sample in queue),

@@ -61,48 +61,63 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-_FEATURE_KINDS = {BytesFeature: 1, FloatFeature: 2, Int64Feature: 3}  # Feature's oneof field numbers
-_LIST_VALUES = 1  # field number of the values in BytesList, FloatList and Int64List
-_FEATURES_ENTRY = 1  # Features.feature (a map entry) and Example.features are both field 1
-_ENTRY_KEY, _ENTRY_VALUE = 1, 2
+# Tags of length-delimited fields 1, 2 and 3: `(field_number << 3) | 2`.
+_FIELD_1, _FIELD_2, _FIELD_3 = b"\x0a", b"\x12", b"\x1a"
+_KIND_TAGS = {BytesFeature: _FIELD_1, FloatFeature: _FIELD_2, Int64Feature: _FIELD_3}  # Feature's oneof
+_SEPARATE_VALUE_BYTES = 4096  # values at least this long stay separate pieces, copied once into the record
+_key_fields: dict[str, bytes] = {}  # a map entry's key field, per feature name: the same few names every record
 
 
-def _length_delimited_header(field_number: int, size: int) -> bytes:
-    return _varint((field_number << 3) | _WIRE_LENGTH_DELIMITED) + _varint(size)
-
-
-def _feature_pieces(feature: Feature) -> list[bytes]:
-    """A `Feature` message as pieces whose concatenation is its bytes.
-
-    Values stay separate pieces instead of being concatenated at every nesting level, so
-    an image's bytes are copied once, into the finished record, not once per level.
-    """
-    kind = _FEATURE_KINDS.get(type(feature))
-    if kind is None:
-        raise TypeError(f"expected BytesFeature, FloatFeature or Int64Feature, got {type(feature).__name__}")
-    values: list[bytes] = []
+def _values(feature: Feature) -> list[bytes]:
+    """The BytesList, FloatList or Int64List body of a feature, as pieces."""
     if isinstance(feature, BytesFeature):
+        pieces: list[bytes] = []
+        small = b""
         for value in feature:
-            values += [_length_delimited_header(_LIST_VALUES, len(value)), value]
-    elif feature:
-        packed = (
-            struct.pack(f"<{len(feature)}f", *feature)
-            if isinstance(feature, FloatFeature)
-            else b"".join(_varint(value) for value in feature)
-        )
-        values += [_length_delimited_header(_LIST_VALUES, len(packed)), packed]
-    return [_length_delimited_header(kind, sum(map(len, values))), *values]
+            header = _FIELD_1 + _varint(len(value))
+            if len(value) < _SEPARATE_VALUE_BYTES:
+                small += header + value
+            else:
+                pieces += [small + header, value]
+                small = b""
+        return [*pieces, small] if small or not pieces else pieces
+    if not feature:
+        return [b""]
+    packed = (
+        struct.pack(f"<{len(feature)}f", *feature)
+        if isinstance(feature, FloatFeature)
+        else b"".join(map(_varint, feature))
+    )
+    return [_FIELD_1 + _varint(len(packed)) + packed]
+
+
+def _entry_pieces(key: str, feature: Feature) -> list[bytes]:
+    """One `Features.feature` map entry (key, Feature) with its own tag and length, as pieces.
+
+    Small parts are concatenated (cheap); a large value (an image) stays a separate piece,
+    so an image's bytes are copied once, into the finished record, not once per nesting level.
+    """
+    kind_tag = _KIND_TAGS.get(type(feature))
+    if kind_tag is None:
+        raise TypeError(f"expected BytesFeature, FloatFeature or Int64Feature, got {type(feature).__name__}")
+    key_field = _key_fields.get(key)
+    if key_field is None:
+        name = key.encode()
+        key_field = _key_fields.setdefault(key, _FIELD_1 + _varint(len(name)) + name)
+    values = _values(feature)
+    values_size = sum(map(len, values))
+    feature_header = kind_tag + _varint(values_size)
+    value_field = _FIELD_2 + _varint(len(feature_header) + values_size)
+    entry_size = len(key_field) + len(value_field) + len(feature_header) + values_size
+    head = _FIELD_1 + _varint(entry_size) + key_field + value_field + feature_header + values[0]
+    return [head, *values[1:]]
 
 
 def _example_pieces(features: Mapping[str, Feature]) -> list[bytes]:
     entries: list[bytes] = []
     for key in sorted(features):
-        name = key.encode()
-        value = _feature_pieces(features[key])
-        body = [_length_delimited_header(_ENTRY_KEY, len(name)), name]
-        body += [_length_delimited_header(_ENTRY_VALUE, sum(map(len, value))), *value]
-        entries += [_length_delimited_header(_FEATURES_ENTRY, sum(map(len, body))), *body]
-    return [_length_delimited_header(_FEATURES_ENTRY, sum(map(len, entries))), *entries]
+        entries += _entry_pieces(key, features[key])
+    return [_FIELD_1 + _varint(sum(map(len, entries))), *entries]
 
 
 def encode_example(features: Mapping[str, Feature]) -> bytes:

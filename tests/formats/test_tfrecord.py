@@ -151,7 +151,13 @@ def test_encode_record_frames_the_same_bytes_as_encode_then_frame(features: dict
 
 def test_encode_record_with_large_values_is_read_back_by_tensorflow(tf: Any, tmp_path: Path) -> None:
     image = bytes(range(256)) * 4000  # 1 MB: multi-byte lengths at every nesting level
-    features: dict[str, Feature] = {"image/encoded": BytesFeature([image]), "x": FloatFeature([0.5] * 300)}
+    features: dict[str, Feature] = {
+        "image/encoded": BytesFeature([image]),
+        "masks": BytesFeature([b"small", image[:5000], b"", image[:4096], b"tail"]),  # small and large mixed
+        "x": FloatFeature([0.5] * 300),
+    }
+    assert encode_record(features) == frame_record(encode_example(features))
+    assert encode_example(features) == tf_example(tf, features).SerializeToString(deterministic=True)
     shard = tmp_path / "large.tfrecord"
     shard.write_bytes(encode_record(features) * 2)
     assert [parsed(tf, raw) for raw in tf_read(tf, shard)] == [expected(features)] * 2

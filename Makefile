@@ -12,7 +12,7 @@ install: $(INSTALLED)
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,tensorflow]'
+	$(BIN)/pip install --quiet -e '.[dev,tensorflow,remote]'
 	touch $@
 
 ## Convert the sample that ships in examples/ into out/example (see README).
@@ -32,7 +32,8 @@ lint: install
 	$(BIN)/ruff check converter tests scripts
 	$(BIN)/mypy
 
-## Throughput, MB/s and peak RSS against the I/O floor (not a test: prints figures).
+## Throughput, MB/s and peak RSS against the I/O floor and Datumaro (not a test: prints figures and targets).
+## Datumaro is installed on first use into .bench-venv-datumaro/, apart from $(VENV): never a project dependency.
 bench: install
 	$(BIN)/python scripts/bench.py
 

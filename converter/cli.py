@@ -23,7 +23,6 @@ import yaml
 from converter import __version__
 from converter.core.classes import load_pinned_classes
 from converter.core.finalize import finalize as finalize_parts
-from converter.core.parallel import available_cpus
 from converter.core.pipeline import ConvertConfig, SkipLimit, run
 from converter.core.remote_run import RemoteRun
 from converter.core.report import ReportDocument
@@ -461,7 +460,8 @@ def convert(
             rich_help_panel=SCALE_OUT_PANEL,
             min=1,
             help="Worker processes on this machine; default: the CPUs this process may use (cgroup quota "
-            "included). The output is byte-identical whatever the number.",
+            "included), one fewer for runs without masks, whose writer needs a CPU of its own. The output is "
+            "byte-identical whatever the number.",
         ),
     ] = None,
     num_workers: Annotated[
@@ -572,7 +572,7 @@ def convert(
             layout=layout.value,
             class_priority=priority,
             instance_masks=instance_masks,
-            workers=workers if workers is not None else available_cpus(),
+            workers=workers,
             worker_slice=worker_slice,
         )
         result = run(

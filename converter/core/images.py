@@ -102,37 +102,52 @@ def _not_found(reference: str, name: str, matches: list[str], root: Path | Remot
 
 
 class ImageResolver:
-    """Resolves export references to files under one local images folder."""
+    """Resolves export references to files under one local images folder.
+
+    Paths are handled as strings and each folder's real path is looked up once: resolving
+    is per image, and `pathlib` plus a full `realpath` per image cost more than reading a
+    small image's header (130 us against 60 us per image on a 20,000-image export).
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._root_text = os.fspath(root)
         self._real_root = Path(os.path.realpath(root))
+        self._real_folders: dict[str, bool] = {}  # folder -> whether its real path is inside the root
         self._files_by_name: dict[str, list[Path]] | None = None
 
     def resolve(self, reference: str) -> Path:
         """The file a reference names; raises `SampleError` when absent, ambiguous or unsafe."""
+        return self._find(reference)[0]
+
+    def locate(self, reference: str) -> ResolvedImage:
+        """`resolve`, with the file's path relative to the images folder."""
+        return ResolvedImage(*self._find(reference))
+
+    def _find(self, reference: str) -> tuple[Path, str]:
         for candidate in _candidates(reference):
-            path = self.root.joinpath(*candidate)
-            if path.is_file():
+            path = os.path.join(self._root_text, *candidate)  # noqa: PTH118 (per image: pathlib costs several times more)
+            if os.path.isfile(path):  # noqa: PTH113
                 if not self._is_inside(path):
                     raise SampleError(
                         "unsafe_path", f"image {reference!r} resolves to {path}, a link out of {self.root}; refused"
                     )
-                return path
+                return Path(path), "/".join(candidate)
         name = _file_name(reference)
         matches = self._index().get(name, [])
         if len(matches) == 1:
-            return matches[0]
+            return matches[0], matches[0].relative_to(self.root).as_posix()
         raise _not_found(reference, name, [str(match.relative_to(self.root)) for match in matches], self.root)
 
-    def locate(self, reference: str) -> ResolvedImage:
-        """`resolve`, with the file's path relative to the images folder."""
-        path = self.resolve(reference)
-        return ResolvedImage(path, path.relative_to(self.root).as_posix())
-
-    def _is_inside(self, path: Path) -> bool:
+    def _is_inside(self, path: str) -> bool:
         """Whether the real location of `path` (symlinks followed) is inside the images folder."""
-        return Path(os.path.realpath(path)).is_relative_to(self._real_root)
+        if os.path.islink(path):  # noqa: PTH114 (per image, on the string path)
+            return Path(os.path.realpath(path)).is_relative_to(self._real_root)
+        folder = os.path.dirname(path)  # noqa: PTH120
+        inside = self._real_folders.get(folder)
+        if inside is None:
+            inside = self._real_folders[folder] = Path(os.path.realpath(folder)).is_relative_to(self._real_root)
+        return inside
 
     def _index(self) -> dict[str, list[Path]]:
         """File name -> files, built on first use: only references that miss by path need it."""
@@ -142,7 +157,7 @@ class ImageResolver:
                 subfolders.sort()
                 for file_name in sorted(files):
                     path = Path(folder) / file_name
-                    if path.is_file() and self._is_inside(path):
+                    if path.is_file() and self._is_inside(str(path)):
                         index[file_name].append(path)
             self._files_by_name = dict(index)
         return self._files_by_name

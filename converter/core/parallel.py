@@ -32,7 +32,11 @@ from converter.errors import ConverterError
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
-WORKER_MODULES = ("converter.core.worker", "converter.sinks")  # imported once by the fork server
+# Imported once by the fork server, so forked workers start with them loaded. `converter.cli`
+# is there because each worker re-imports the main script, as multiprocessing does, and the
+# `dataset-converter` script imports it: scripts that call the converter need the usual
+# `if __name__ == "__main__":` guard, or every worker runs them again.
+WORKER_MODULES = ("converter.core.worker", "converter.sinks", "converter.cli")
 CHUNKS_IN_FLIGHT_PER_WORKER = 2  # one being worked on, one waiting: workers never idle, memory bounded
 _CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 

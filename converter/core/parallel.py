@@ -19,6 +19,7 @@ and reused by every later pool.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.forkserver
 import os
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
@@ -57,6 +58,23 @@ def available_cpus() -> int:
     return max(1, cpus)
 
 
+def _context() -> multiprocessing.context.ForkServerContext:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(WORKER_MODULES))
+    return context
+
+
+def start_fork_server() -> None:
+    """Start the fork server now, if it is not running yet.
+
+    It imports the worker modules in its own process (about half a second); started
+    before the export is read, that happens while the parent parses, instead of holding
+    up the first task.
+    """
+    _context()
+    multiprocessing.forkserver.ensure_running()
+
+
 def _apply_to_chunk(function: Callable[[Item], Result], chunk: Sequence[Item]) -> list[Result]:
     return [function(item) for item in chunk]
 
@@ -82,10 +100,8 @@ def ordered_map(
             initializer(*initargs)
         yield from map(function, items)
         return
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(WORKER_MODULES))
     window = workers * CHUNKS_IN_FLIGHT_PER_WORKER
-    executor = ProcessPoolExecutor(workers, mp_context=context, initializer=initializer, initargs=initargs)
+    executor = ProcessPoolExecutor(workers, mp_context=_context(), initializer=initializer, initargs=initargs)
     pending: deque[Future[list[Result]]] = deque()
     try:
         for chunk in _chunks(items, chunk_size):

@@ -27,7 +27,7 @@ import yaml
 from converter import __version__
 from converter.core.classes import FIRST_CLASS_ID, build_class_list
 from converter.core.materialize import RecordOptions
-from converter.core.parallel import available_cpus, ordered_map
+from converter.core.parallel import available_cpus, ordered_map, start_fork_server
 from converter.core.protocols import Sink, Source, SplitOutput
 from converter.core.rasterize import CombinationClasses, OverlapPolicy
 from converter.core.report import Report, ReportDocument, write_json
@@ -255,6 +255,8 @@ def _dataset_info(
 
 def run(source: Source, sink: Sink[Any], config: ConvertConfig, events: RunEvents) -> RunResult:
     """Convert one export. Sample problems go to the report; only setup problems raise."""
+    if config.workers != 1:
+        start_fork_server()  # in the background, while the export is read
     if config.worker_slice is None:
         staging = _create_staging(config.output_dir, STAGING_PREFIX)
     else:  # workers share parts/: each cleans up and replaces only what carries its own name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,11 @@ from converter.core.parallel import CHUNKS_IN_FLIGHT_PER_WORKER, available_cpus,
 
 
 def _square_with_pid(value: int) -> tuple[int, int]:
+    return value * value, os.getpid()
+
+
+def _slow_square_with_pid(value: int) -> tuple[int, int]:
+    time.sleep(0.002)  # long enough that idle workers take the queued chunks
     return value * value, os.getpid()
 
 
@@ -34,8 +40,8 @@ def _add_offset(value: int) -> int:
 
 
 def test_results_come_back_in_input_order_from_several_processes() -> None:
-    results = list(ordered_map(_square_with_pid, range(500), workers=3, chunk_size=7))
-    assert [square for square, _ in results] == [value * value for value in range(500)]
+    results = list(ordered_map(_slow_square_with_pid, range(300), workers=3, chunk_size=7))
+    assert [square for square, _ in results] == [value * value for value in range(300)]
     worker_pids = {pid for _, pid in results}
     assert os.getpid() not in worker_pids
     assert len(worker_pids) >= 2
@@ -109,3 +115,4 @@ def test_the_pool_size_follows_the_request_the_work_and_the_run_size(monkeypatch
     assert pipeline._pool_size(None, masks, False, 40) == 2  # 16 samples per worker at least
     monkeypatch.setattr(pipeline, "available_cpus", lambda: 2)
     assert pipeline._pool_size(None, passthrough, False, 10_000) == 1  # 2 CPUs: in this process
+

@@ -255,8 +255,8 @@ def _dataset_info(
 
 def run(source: Source, sink: Sink[Any], config: ConvertConfig, events: RunEvents) -> RunResult:
     """Convert one export. Sample problems go to the report; only setup problems raise."""
-    if config.workers != 1:
-        start_fork_server()  # in the background, while the export is read
+    if (config.workers or 0) > 1 or (config.workers is None and available_cpus() > 2):
+        start_fork_server()  # in the background, while the export is read; only when a pool is certain
     if config.worker_slice is None:
         staging = _create_staging(config.output_dir, STAGING_PREFIX)
     else:  # workers share parts/: each cleans up and replaces only what carries its own name

@@ -23,17 +23,19 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import fsspec
 import yaml
-from fsspec.implementations.local import LocalFileSystem
 
 from converter.core.pipeline import DATASET_INFO, REPORT
 from converter.core.report import Report, ReportDocument
 from converter.core.scaleout import PART_MANIFEST, PARTS_FOLDER
 from converter.core.split import SPLIT_NAMES
+from converter.core.storage import as_location, filesystem, owned_entries
 from converter.errors import ConverterError, UsageError
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
 
 _PART_FOLDER = re.compile(r"^worker-(\d{5})-of-(\d{5})$")
 _SHARD_NAME = re.compile(r"^(?P<prefix>.+)-\d{5}-of-\d{5}(?P<suffix>\.[^.]+)$")
@@ -62,10 +64,16 @@ class _Output:
     """The output folder, local or remote, addressed by paths relative to it."""
 
     def __init__(self, location: str) -> None:
+        from fsspec.implementations.local import LocalFileSystem  # not at import: the CLI starts without fsspec
+
         self.location = location
-        self.fs, root = fsspec.core.url_to_fs(location)
-        self.root = root.rstrip("/")
-        self.local = isinstance(self.fs, LocalFileSystem)
+        parsed = as_location(location)
+        self.local = isinstance(parsed, Path)
+        self.fs: AbstractFileSystem
+        if isinstance(parsed, Path):
+            self.fs, self.root = LocalFileSystem(), str(parsed.absolute())
+        else:
+            self.fs, self.root = filesystem(parsed.protocol), parsed.path
 
     def path(self, relative: str) -> str:
         return f"{self.root}/{relative}" if relative else self.root
@@ -264,8 +272,6 @@ def _remove_previous_dataset(output: _Output) -> None:
         except yaml.YAMLError:
             previous = None
         output.remove(DATASET_INFO)
-    entries = previous.get("entries") if isinstance(previous, dict) else None
-    for entry in entries if isinstance(entries, list) else []:
-        relative = PurePosixPath(str(entry))
-        if relative.parts and ".." not in relative.parts and not relative.is_absolute() and entry != PARTS_FOLDER:
-            output.remove(relative.as_posix())
+    for entry in owned_entries(previous):
+        if entry != PARTS_FOLDER:
+            output.remove(entry)

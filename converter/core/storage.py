@@ -257,7 +257,7 @@ def publish_tree(local_dir: Path, url: RemotePath) -> None:
     if not info_file.is_file():
         _upload(fs, url, [(local_dir / REPORT, url / REPORT)])
         return
-    entries = _entries_of(yaml.safe_load(info_file.read_text(encoding="utf-8")))
+    entries = owned_entries(yaml.safe_load(info_file.read_text(encoding="utf-8")))
     previous = _previous_entries(fs, url)
     touched = sorted({*previous, *entries})
     _upload_text(fs, url / PUBLISHING_MARKER, yaml.safe_dump({"entries": touched}))
@@ -286,10 +286,11 @@ def publish_part(local_part_dir: Path, url_of_part: RemotePath) -> None:
         _upload(fs, url_of_part, [(manifest, url_of_part / PART_MANIFEST)])
 
 
-def _entries_of(document: Any) -> list[str]:
+def owned_entries(document: Any) -> list[str]:
     """The `entries` a dataset_info.yaml (or the publishing marker) lists, kept only when safely inside its folder.
 
-    As in the local commit: a hand-edited file never makes us delete anything outside the prefix.
+    As in the local commit: a hand-edited file never makes us delete anything outside the
+    folder or prefix. `finalize` uses it too, on local folders and prefixes alike.
     """
     entries = document.get("entries") if isinstance(document, dict) else None
     if not isinstance(entries, list):
@@ -319,7 +320,7 @@ def _previous_entries(fs: AbstractFileSystem, url: RemotePath) -> list[str]:
         except OSError as error:
             raise ConverterError(f"cannot read the previous {describe(error)}") from None
         try:
-            owned += _entries_of(yaml.safe_load(text))
+            owned += owned_entries(yaml.safe_load(text))
         except yaml.YAMLError:
             continue  # unreadable: owns nothing, as locally
     return owned

@@ -250,11 +250,6 @@ def object_coverage(obj: ObjectAnnotation, height: int, width: int) -> Coverage:
     return polygon_coverage([Polygon((x_min, y_min, x_max, y_min, x_max, y_max, x_min, y_max))], height, width)
 
 
-def object_mask(obj: ObjectAnnotation, height: int, width: int) -> BoolMask:
-    """`object_coverage` as a whole-image mask."""
-    return object_coverage(obj, height, width).full()
-
-
 def mask_bbox(covered: Coverage) -> tuple[float, float, float, float] | None:
     """`(x_min, y_min, x_max, y_max)` of the covered pixels (pixel edges), or None if empty."""
     columns = np.flatnonzero(covered.pixels.any(axis=0))

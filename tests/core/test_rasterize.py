@@ -26,7 +26,7 @@ from converter.core.rasterize import (
     Coverage,
     compose_class_mask,
     mask_bbox,
-    object_mask,
+    object_coverage,
     polygon_coverage,
     polygon_mask,
     rle_mask,
@@ -150,7 +150,7 @@ def test_self_intersecting_rings_follow_the_even_odd_rule() -> None:
 
 
 def test_a_plain_box_object_covers_its_rectangle() -> None:
-    covered = object_mask(ObjectAnnotation("a", (1, 2, 4, 3)), 5, 6)
+    covered = object_coverage(ObjectAnnotation("a", (1, 2, 4, 3)), 5, 6).full()
 
     np.testing.assert_array_equal(covered, _block(5, 6, range(1, 4), range(2, 3)))
 

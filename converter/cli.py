@@ -23,7 +23,7 @@ import yaml
 from converter import __version__
 from converter.core.classes import load_pinned_classes
 from converter.core.finalize import finalize as finalize_parts
-from converter.core.pipeline import ConvertConfig, SkipLimit, run
+from converter.core.pipeline import DATASET_INFO, ConvertConfig, SkipLimit, run
 from converter.core.remote_run import RemoteRun
 from converter.core.report import ReportDocument
 from converter.core.scaleout import NUM_WORKERS_VARIABLE, WORKER_INDEX_VARIABLE, resolve_worker_slice
@@ -610,7 +610,7 @@ def verify(
     ] = True,
 ) -> None:
     """Check that every file dataset_info.yaml lists is present, intact and holds what it should."""
-    info_path = dataset / "dataset_info.yaml" if dataset.is_dir() else dataset
+    info_path = dataset / DATASET_INFO if dataset.is_dir() else dataset
     count, problems = verify_dataset(info_path)
     info = yaml.safe_load(info_path.read_text(encoding="utf-8")) if not problems else {}
     record_layout = info.get("record_layout", {})

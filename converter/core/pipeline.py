@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -255,8 +256,10 @@ def _dataset_info(
 
 def run(source: Source, sink: Sink[Any], config: ConvertConfig, events: RunEvents) -> RunResult:
     """Convert one export. Sample problems go to the report; only setup problems raise."""
-    if (config.workers or 0) > 1 or (config.workers is None and available_cpus() > 2):
-        start_fork_server()  # in the background, while the export is read; only when a pool is certain
+    # A pool is certain when even a pass-through run of any size would get one: start its
+    # fork server now, in the background, while the export is read.
+    if _pool_size(config.workers, RecordOptions(), config.overlap == "combine", sys.maxsize) > 1:
+        start_fork_server()
     if config.worker_slice is None:
         staging = _create_staging(config.output_dir, STAGING_PREFIX)
     else:  # workers share parts/: each cleans up and replaces only what carries its own name

@@ -12,6 +12,24 @@ import sys
 from dataclasses import dataclass
 
 
+QUOTED_CHARACTERS = 60
+
+
+def quoted(value: object, limit: int = QUOTED_CHARACTERS) -> str:
+    """User-supplied text as a message may show it: escaped and shortened.
+
+    `repr` escapes control characters, lone surrogates and quotes, so a hostile class name
+    can neither break a log line nor fail to encode; the middle of a long value is cut
+    (`'aaaa…zzzz' (5000 characters)`), so one value never floods a message.
+    """
+    text = value if isinstance(value, str) else repr(value)
+    escaped = ascii(text) if any(0xD800 <= ord(c) <= 0xDFFF for c in text) else repr(text)
+    if len(escaped) <= limit:
+        return escaped
+    half = max(1, (limit - 1) // 2)
+    return f"{escaped[:half]}…{escaped[-half:]} ({len(text)} characters)"
+
+
 class ConverterError(Exception):
     """Base class of every error the converter raises on purpose."""
 

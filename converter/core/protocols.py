@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from converter.core.materialize import EncodedSample, RecordOptions
-from converter.core.sample import SourceContents
+from converter.core.sample import SkipHandler, SourceContents
 from converter.core.shard import ShardInfo
 from converter.core.split import SplitName
 
@@ -29,8 +29,13 @@ module-level function or an instance of a module-level class."""
 class Source(Protocol):
     """Reads one export into samples."""
 
-    def read(self) -> SourceContents:
-        """Every sample of the export, and every entry that could not become one."""
+    def read(self, on_skip: SkipHandler | None = None) -> SourceContents:
+        """Every sample of the export, and every entry that could not become one.
+
+        Skipped entries go to `on_skip` as they are met (through a `SkipCollector`), so
+        their number costs no memory; without it they come back in `contents.skipped`.
+        `on_skip` may raise (`--max-skipped` exceeded): the read then stops at once.
+        """
         ...
 
 

@@ -13,7 +13,7 @@ list, so a source never needs to know how the output numbers classes.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,6 +211,44 @@ class SkippedSample:
     reason: str
 
 
+SkipHandler = Callable[[SkippedSample], None]
+"""Takes each skipped entry as the source meets it (the pipeline streams it to the report)."""
+
+
+class SkipCollector:
+    """Where a source puts every input entry it cannot turn into a sample.
+
+    With a handler (the pipeline's), each entry goes straight on and nothing is kept, so
+    a million garbage lines cost no memory; the handler may raise to stop the read (a
+    `--max-skipped` count exceeded). Without one (tests, scripts), entries are kept and
+    `kept()` returns them for `SourceContents.skipped`. It has `append` and `extend` so
+    that a source uses it as it would a list.
+    """
+
+    __slots__ = ("_handler", "_kept")
+
+    def __init__(self, handler: SkipHandler | None = None) -> None:
+        self._handler = handler
+        self._kept: list[SkippedSample] = []
+
+    def append(self, skipped: SkippedSample) -> None:
+        if self._handler is not None:
+            self._handler(skipped)
+        else:
+            self._kept.append(skipped)
+
+    def extend(self, entries: Iterable[SkippedSample]) -> None:
+        for entry in entries:
+            self.append(entry)
+
+    def kept(self) -> tuple[SkippedSample, ...]:
+        """The entries held because no handler was given; empty when one was."""
+        return tuple(self._kept)
+
+    def __iter__(self) -> Iterator[SkippedSample]:
+        return iter(self._kept)
+
+
 @dataclass(frozen=True, slots=True)
 class AnnotationNote:
     """An annotation of a sample that the source dropped, or used only in part, and why.
@@ -234,6 +272,7 @@ class SourceContents:
     `native_class_order` is the order the export itself implies (for example the label
     ids of a labelling job); it becomes the class list unless the user pins one.
     `annotation_notes` are annotations dropped or changed inside samples that were kept.
+    `skipped` holds only what the source kept because `read` was given no skip handler.
     """
 
     samples: tuple[Sample, ...]

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -22,17 +23,18 @@ import yaml
 
 from converter import __version__
 from converter.core.classes import load_pinned_classes
+from converter.core.commit import DATASET_INFO, describe_os_error
 from converter.core.finalize import finalize as finalize_parts
-from converter.core.pipeline import DATASET_INFO, ConvertConfig, SkipLimit, run
-from converter.core.remote_run import RemoteRun
-from converter.core.report import ReportDocument
+from converter.core.pipeline import ConvertConfig, SkipLimit, run
+from converter.core.report import ReportSummary
 from converter.core.scaleout import NUM_WORKERS_VARIABLE, WORKER_INDEX_VARIABLE, resolve_worker_slice
 from converter.core.secret import Secret
 from converter.core.shard import megabytes_to_bytes
 from converter.core.split import SPLIT_NAMES, parse_split_fractions
 from converter.core.storage import RemotePath, as_location
 from converter.core.verify import verify_dataset
-from converter.errors import ConverterError, SampleLocation, UsageError
+from converter.errors import ConverterError, SampleLocation, UsageError, quoted
+from converter.remote_run import RemoteRun
 from converter.sinks import SINKS
 from converter.sinks.tfrecord import OBJECT_DETECTION_API, check_record_contents
 from converter.sources import SOURCES, LocatedExport, SourceOptions
@@ -53,6 +55,8 @@ MASKS_PANEL, LABEL_STUDIO_PANEL, SCALE_PANEL = "Masks", "Label Studio server", "
 SCALE_OUT_PANEL = "Parallelism and scale-out"
 LABEL_STUDIO_TOKEN_VARIABLE = "LABEL_STUDIO_API_KEY"
 SCALE_KEY_VARIABLE = "SCALE_API_KEY"
+DEBUG_VARIABLE = "DATASET_CONVERTER_DEBUG"
+SKIPS_LOGGED_PER_CODE = 5  # a million bad lines must not become a million log lines
 
 
 class RecordLayout(enum.StrEnum):
@@ -116,6 +120,7 @@ class JsonLogEvents:
         self._total = 0
         self._done = 0
         self._last_progress = 0.0
+        self._skips_by_code: Counter[str] = Counter()
 
     @staticmethod
     def log(event: str, **fields: Any) -> None:
@@ -135,10 +140,19 @@ class JsonLogEvents:
             self.log("progress", done=self._done, total=self._total)
 
     def sample_skipped(self, location: SampleLocation, code: str, reason: str) -> None:
-        self.log("skipped", file=location.file, line=location.line, key=location.key, code=code, reason=reason)
+        """The first few skips of each reason, in full; the rest only counted (report.json lists them all)."""
+        self._skips_by_code[code] += 1
+        count = self._skips_by_code[code]
+        if count <= SKIPS_LOGGED_PER_CODE:
+            self.log("skipped", file=location.file, line=location.line, key=location.key, code=code, reason=reason)
+        if count == SKIPS_LOGGED_PER_CODE:
+            self.log("skipped_quiet", code=code, note="further skips of this code are counted, not logged")
 
-    def finished(self, document: ReportDocument) -> None:
-        self.log("finished", **document["summary"])
+    def finished(self, summary: ReportSummary) -> None:
+        for code, count in sorted(self._skips_by_code.items()):
+            if count > SKIPS_LOGGED_PER_CODE:
+                self.log("skipped_more", code=code, count=count, logged=SKIPS_LOGGED_PER_CODE)
+        self.log("finished", **summary)
 
 
 class TerminalEvents:
@@ -169,9 +183,8 @@ class TerminalEvents:
         self._skipped += 1
         self._progress.update(self._task, skipped=self._skipped)
 
-    def finished(self, document: ReportDocument) -> None:
+    def finished(self, summary: ReportSummary) -> None:
         self._progress.stop()
-        summary = document["summary"]
         typer.echo(
             f"{summary['converted']} of {summary['input_samples']} samples converted "
             f"({', '.join(f'{split} {count}' for split, count in summary['converted_by_split'].items())}); "
@@ -260,6 +273,15 @@ def convert(
             rich_help_panel=OUTPUT_PANEL,
             help="Write absolute paths in dataset_info.yaml, Masterful CSVs and JSON annotations instead of "
             "relative ones (relative to the file that holds them, so the dataset can move).",
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            rich_help_panel=OUTPUT_PANEL,
+            help="Replace paths in the output folder that the converter did not write (a folder named like a "
+            "split, another tool's report.json). Without it such a path stops the run before any work.",
         ),
     ] = False,
     split: Annotated[
@@ -574,6 +596,7 @@ def convert(
             instance_masks=instance_masks,
             workers=workers,
             worker_slice=worker_slice,
+            overwrite=overwrite,
         )
         result = run(
             remote.source(SOURCES[located.source_name].build(options)),
@@ -589,10 +612,12 @@ def convert(
         _fail(str(error), code=2)
     except ConverterError as error:
         _fail(str(error), code=1)
+    except OSError as error:  # a full disk or a read-only mount outside the commit (a download cache, TMPDIR)
+        _fail(describe_os_error(error), code=1)
     finally:
         remote.close()
     if not result.succeeded:
-        _fail(f"{result.report['summary']['failure']}; see {as_location(output) / 'report.json'}", code=1)
+        _fail(f"{result.summary['failure']}; see {as_location(output) / 'report.json'}", code=1)
 
 
 @app.command()
@@ -611,7 +636,10 @@ def verify(
 ) -> None:
     """Check that every file dataset_info.yaml lists is present, intact and holds what it should."""
     info_path = dataset / DATASET_INFO if dataset.is_dir() else dataset
-    count, problems = verify_dataset(info_path)
+    verification = verify_dataset(info_path)
+    problems = verification.problems
+    for note in verification.notes:
+        typer.echo(f"NOTE: {note}", err=True)
     info = yaml.safe_load(info_path.read_text(encoding="utf-8")) if not problems else {}
     record_layout = info.get("record_layout", {})
     sharded = record_layout.get("format", "tfrecord") == "tfrecord"
@@ -634,7 +662,7 @@ def verify(
         typer.echo(f"ERROR: {problem}", err=True)
     if problems:
         raise typer.Exit(code=1)
-    typer.echo(f"OK: {count} records in the {listed} listed by {info_path} ({checked})")
+    typer.echo(f"OK: {verification.records} records in the {listed} listed by {info_path} ({checked})")
 
 
 @app.command()
@@ -653,7 +681,9 @@ def finalize(
         _fail(str(error), code=2)
     except ConverterError as error:
         _fail(str(error), code=1)
-    summary = result.report["summary"]
+    except OSError as error:
+        _fail(describe_os_error(error), code=1)
+    summary = result.summary
     if not result.succeeded:
         _fail(f"{summary['failure']}; see {output.rstrip('/')}/report.json", code=1)
     typer.echo(
@@ -675,4 +705,14 @@ def main() -> None:
     arguments = sys.argv[1:]
     if arguments and arguments[0].startswith("-") and arguments[0] not in ("--help", "-h"):
         arguments = ["convert", *arguments]
-    app(args=arguments, prog_name="dataset-converter")
+    try:
+        app(args=arguments, prog_name="dataset-converter")
+    except Exception as error:  # a bug: one line for the user, the traceback only on request
+        if os.environ.get(DEBUG_VARIABLE):
+            raise
+        typer.echo(
+            f"ERROR: internal error ({type(error).__name__}: {quoted(str(error), 200)}); rerun with "
+            f"{DEBUG_VARIABLE}=1 for the traceback, and please report it",
+            err=True,
+        )
+        sys.exit(1)

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from converter.core.protocols import Source
-from converter.core.sample import SourceContents
+from converter.core.sample import SkipHandler, SkippedSample, SourceContents
 from converter.core.scaleout import PARTS_FOLDER
 from converter.core.storage import (
     RemotePath,
@@ -58,9 +58,13 @@ class _RenamedSource:
     def _located(self, location: SampleLocation) -> SampleLocation:
         return replace(location, file=self._rename(location.file))
 
-    def read(self) -> SourceContents:
+    def read(self, on_skip: SkipHandler | None = None) -> SourceContents:
+        def renamed_skip(skipped: SkippedSample) -> None:
+            if on_skip is not None:
+                on_skip(replace(skipped, location=self._located(skipped.location)))
+
         try:
-            contents = self._source.read()
+            contents = self._source.read(renamed_skip if on_skip is not None else None)
         except UsageError as error:
             raise UsageError(self._rename(str(error))) from None
         return replace(

@@ -7,19 +7,25 @@ and that all were made with the same settings, then gives the shards their datas
 names (`train-00000-of-00012.tfrecord`, worker order, so record order is exactly a single
 machine's), merges the reports, and writes `dataset_info.yaml` last.
 
-Finalize never moves the parts' files: it links them (local disks) or copies them (object
-stores, where a copy is server-side) and removes `parts/` only once `dataset_info.yaml` is
-written. An interrupted finalize can therefore simply be run again. The output may be a
-local folder or an `s3://` / `gs://` URI: every file operation goes through fsspec.
+Every check comes first, with nothing changed: all parts present and made alike, and each
+part's shards of the size and SHA-256 its `part.yaml` lists (a corrupt or missing shard
+stops finalize, naming it). Finalize never moves the parts' files. On a local disk it
+links them into a new generation of the output folder and commits that as a single run
+does (`converter.core.commit`: locked, atomic, never replacing what it does not own); on
+an object store it copies them server-side and writes `dataset_info.yaml` last. `parts/` is
+removed only after the commit, so an interrupted finalize can simply be run again, and one
+killed while removing `parts/` leaves the merged dataset whole.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -27,12 +33,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 
-from converter.core.pipeline import DATASET_INFO, REPORT
-from converter.core.report import Report, ReportDocument
+from converter.core.commit import DATASET_INFO, REPORT, OutputFolder, remove_path
+from converter.core.pipeline import write_durably
+from converter.core.report import Report, ReportDocument, ReportSummary
 from converter.core.scaleout import PART_MANIFEST, PARTS_FOLDER
 from converter.core.split import SPLIT_NAMES
 from converter.core.storage import as_location, filesystem, owned_entries
-from converter.errors import ConverterError, UsageError
+from converter.errors import ConverterError, UsageError, quoted
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -44,9 +51,12 @@ _SHARED_KEYS = ("classes", "record_layout", "masks", "seed", "split", "converter
 _PER_PART_INPUT_KEYS = ("converted", "skipped")
 
 
+_HASH_CHUNK_BYTES = 1 << 20
+
+
 @dataclass(frozen=True)
 class FinalizeResult:
-    report: ReportDocument
+    summary: ReportSummary
     succeeded: bool
     parts: int
 
@@ -97,64 +107,148 @@ class _Output:
         if self.exists(relative):
             self.fs.rm(self.path(relative), recursive=True)
 
-    def place(self, source: str, destination: str) -> None:
-        """Make `destination` hold `source`'s bytes, leaving `source` where it is."""
-        self.fs.makedirs(str(PurePosixPath(self.path(destination)).parent), exist_ok=True)
-        if self.local:
-            target = self.path(destination)
-            Path(target).unlink(missing_ok=True)
-            try:
-                os.link(self.path(source), target)  # instant, and no second copy of the bytes
-                return
-            except OSError as error:
-                if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
-                    raise
-            shutil.copyfile(self.path(source), target)
-        else:
-            self.fs.copy(self.path(source), self.path(destination))
+    def sha256_and_size(self, relative: str) -> tuple[str, int]:
+        digest, size = hashlib.sha256(), 0
+        with self.fs.open(self.path(relative), "rb") as stream:
+            while chunk := stream.read(_HASH_CHUNK_BYTES):
+                digest.update(chunk)
+                size += len(chunk)
+        return digest.hexdigest(), size
 
 
 def finalize(location: str) -> FinalizeResult:
     """Merge every part under `<location>/parts` into one dataset at `location`.
 
-    Raises `ConverterError` naming the missing or inconsistent parts; nothing in the
-    output changes then.
+    Raises `ConverterError` naming the missing, inconsistent or damaged parts; nothing in
+    the output changes then.
     """
     output = _Output(location)
+    if not output.local:
+        return _merge(output, None)
+    folder = OutputFolder(Path(output.root))
+    with folder.locked():
+        folder.check_writable()
+        folder.remove_leftovers()
+        return _merge(output, folder)
+
+
+def _merge(output: _Output, folder: OutputFolder | None) -> FinalizeResult:
+    """Check the parts, merge them, and commit the dataset (locally through `folder`)."""
     parts = _load_parts(output)
     _check_consistent(parts)
+    _check_shards(output, parts)
     first = parts[0].info
     allowed_skips = first["worker"].get("allowed_skips")
-    report = Report(
-        skipped=[entry for part in parts for entry in part.report["skipped"]],
-        objects=[entry for part in parts for entry in part.report["objects"]],
-        warnings=[entry for part in parts for entry in part.report["warnings"]],
-    )
-    splits = [split for split in SPLIT_NAMES if split in first]
-    converted: dict[str, int] = {split: sum(int(part.info[split]["samples"]) for part in parts) for split in splits}
-    input_samples = int(first["input"]["samples"])
-    failure = None
-    if allowed_skips is not None and len(report.skipped) > allowed_skips:
-        failure = (
-            f"{len(report.skipped)} of {input_samples} input samples were skipped, more than "
-            f"--max-skipped allows ({allowed_skips}); no dataset was written"
-        )
-    elif sum(converted.values()) == 0:
-        failure = f"none of the {input_samples} input samples could be converted"
-    document = report.document(input_samples=input_samples, converted_by_split=converted, failure=failure)
-    report_text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-    if failure:
-        output.write_text(REPORT, report_text)
-        return FinalizeResult(document, succeeded=False, parts=len(parts))
+    report = Report()
+    try:
+        for part in parts:
+            report.add_document(part.report)
+        splits = [split for split in SPLIT_NAMES if split in first]
+        converted: dict[str, int] = {split: sum(int(part.info[split]["samples"]) for part in parts) for split in splits}
+        input_samples = int(first["input"]["samples"])
+        failure = None
+        if allowed_skips is not None and report.skipped > allowed_skips:
+            failure = (
+                f"{report.skipped} of {input_samples} input samples were skipped, more than "
+                f"--max-skipped allows ({allowed_skips}); no dataset was written"
+            )
+        elif sum(converted.values()) == 0:
+            failure = f"none of the {input_samples} input samples could be converted"
+        summary = report.summary(input_samples=input_samples, converted_by_split=converted, failure=failure)
+        info, placements = _merged_info(parts, splits, summary)
+        if folder is None:
+            _publish_remote(output, report, summary, None if failure else info, placements)
+        else:
+            _commit_local(output, folder, report, summary, None if failure else info, placements)
+    finally:
+        report.close()
+    return FinalizeResult(summary, succeeded=failure is None, parts=len(parts))
 
-    info, placements = _merged_info(parts, splits, document)
+
+def _commit_local(
+    output: _Output,
+    folder: OutputFolder,
+    report: Report,
+    summary: ReportSummary,
+    info: dict[str, Any] | None,
+    placements: Sequence[tuple[str, str]],
+) -> None:
+    """Link the parts' shards into a new generation and commit it; then remove `parts/`."""
+    names = [*(info["entries"] if info else []), REPORT, DATASET_INFO]
+    if info is not None:
+        folder.check_ownership(names, overwrite=False)
+    generation = folder.new_generation()
+    try:
+        report.write(generation / REPORT, summary)
+        if info is None:
+            folder.commit_report_only(generation)
+            return
+        for source, destination in placements:
+            _link_or_copy(Path(output.path(source)), generation / destination)
+        write_durably(generation / DATASET_INFO, yaml.safe_dump(info, sort_keys=False, allow_unicode=True))
+        folder.commit(generation, names, overwrite=False)
+    except BaseException:
+        remove_path(generation)
+        raise
+    remove_path(folder.root / PARTS_FOLDER)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """`target` holds `source`'s bytes: a hard link where the file system allows it (instant, no second copy)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+        return
+    except OSError as error:
+        if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
+    shutil.copyfile(source, target)
+
+
+def _publish_remote(
+    output: _Output,
+    report: Report,
+    summary: ReportSummary,
+    info: dict[str, Any] | None,
+    placements: Sequence[tuple[str, str]],
+) -> None:
+    """An object store has no rename: copy server-side, `dataset_info.yaml` last, then remove `parts/`."""
+    local_report = Path(tempfile.mkdtemp(prefix="dataset-converter-finalize-")) / REPORT
+    try:
+        report.write(local_report, summary)
+        report_text = local_report.read_text(encoding="utf-8")
+    finally:
+        shutil.rmtree(local_report.parent, ignore_errors=True)
+    if info is None:
+        output.write_text(REPORT, report_text)
+        return
     _remove_previous_dataset(output)
     for source, destination in placements:
-        output.place(source, destination)
+        output.fs.copy(output.path(source), output.path(destination))
     output.write_text(REPORT, report_text)
     output.write_text(DATASET_INFO, yaml.safe_dump(info, sort_keys=False, allow_unicode=True))
     output.remove(PARTS_FOLDER)
-    return FinalizeResult(document, succeeded=True, parts=len(parts))
+
+
+def _check_shards(output: _Output, parts: Sequence[_Part]) -> None:
+    """Every shard a part lists has the size and SHA-256 its part.yaml gives, before anything is merged."""
+    damaged = []
+    for part in parts:
+        for split in SPLIT_NAMES:
+            for shard in (part.info.get(split) or {}).get("shards", []):
+                relative = f"{part.folder}/{shard['file']}"
+                try:
+                    sha256, size = output.sha256_and_size(relative)
+                except FileNotFoundError:
+                    damaged.append(f"{relative}: missing")
+                    continue
+                if size != shard.get("bytes") or sha256 != shard.get("sha256"):
+                    damaged.append(f"{relative}: {size} bytes, sha256 {sha256}, unlike its part.yaml")
+    if damaged:
+        raise ConverterError(
+            f"{len(damaged)} part shard(s) differ from their part.yaml: {'; '.join(damaged[:5])}"
+            f"{'; …' if len(damaged) > 5 else ''}; rerun those workers, then finalize again"
+        )
 
 
 def _load_parts(output: _Output) -> list[_Part]:
@@ -178,8 +272,15 @@ def _load_parts(output: _Output) -> list[_Part]:
         if not output.exists(f"{folder}/{PART_MANIFEST}"):
             missing.append(f"worker {index} ({folder}{_why_missing(output, folder)})")
             continue
-        info = yaml.safe_load(output.read_text(f"{folder}/{PART_MANIFEST}"))
-        report = cast(ReportDocument, json.loads(output.read_text(f"{folder}/{REPORT}")))
+        try:
+            info = yaml.safe_load(output.read_text(f"{folder}/{PART_MANIFEST}"))
+            report = cast(ReportDocument, json.loads(output.read_text(f"{folder}/{REPORT}")))
+        except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as error:
+            missing.append(f"worker {index} ({folder}: unreadable, {quoted(str(error), 120)})")
+            continue
+        if not isinstance(info, dict) or not isinstance(info.get("worker"), dict):
+            missing.append(f"worker {index} ({folder}/{PART_MANIFEST}: not a part manifest)")
+            continue
         parts.append(_Part(index, count, folder, info, report))
     if missing:
         raise ConverterError(f"{len(missing)} of {count} parts are missing or failed: {'; '.join(missing)}")
@@ -212,7 +313,7 @@ def _check_consistent(parts: Sequence[_Part]) -> None:
 
 
 def _merged_info(
-    parts: Sequence[_Part], splits: Sequence[str], document: ReportDocument
+    parts: Sequence[_Part], splits: Sequence[str], summary: ReportSummary
 ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """The dataset's dataset_info.yaml, and which part file goes where."""
     first = parts[0].info
@@ -246,8 +347,8 @@ def _merged_info(
             info[key] = first[key]
     info["input"] = {
         **first["input"],
-        "converted": document["summary"]["converted"],
-        "skipped": document["summary"]["skipped"],
+        "converted": summary["converted"],
+        "skipped": summary["skipped"],
         "workers": len(parts),
     }
     info["report"] = REPORT

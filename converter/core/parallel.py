@@ -14,6 +14,12 @@ converter's worker modules, never from the parent. A parent that has imported Te
 worker is forked from a process that runs threads. `fork` would start faster and `spawn`
 would re-import everything in every worker; the server is started once per parent process
 and reused by every later pool.
+
+Why workers watch the parent: a worker blocks on its task queue, whose pipe it holds
+both ends of, so it would not notice a parent killed with SIGKILL and would live on with
+its memory. Each worker watches the parent process (a pidfd, or a poll where there is
+none) and exits within a second of its death; the fork server exits by itself when the
+parent's end of its pipe closes.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import select
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -75,6 +84,45 @@ def start_fork_server() -> None:
     multiprocessing.forkserver.ensure_running()
 
 
+PARENT_POLL_SECONDS = 0.5
+
+
+def watch_parent(parent_pid: int) -> None:
+    """End this process as soon as `parent_pid` has exited, from a daemon thread."""
+
+    def wait_and_exit() -> None:
+        try:
+            descriptor = os.pidfd_open(parent_pid)
+        except (OSError, AttributeError):
+            descriptor = None
+        if descriptor is not None:
+            select.select([descriptor], [], [])  # a pidfd turns readable when its process exits
+        else:
+            while _alive(parent_pid):
+                time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=wait_and_exit, name="watch-parent", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _start_worker(
+    parent_pid: int, initializer: Callable[..., None] | None, initargs: tuple[Any, ...]
+) -> None:
+    watch_parent(parent_pid)
+    if initializer is not None:
+        initializer(*initargs)
+
+
 def _apply_to_chunk(function: Callable[[Item], Result], chunk: Sequence[Item]) -> list[Result]:
     return [function(item) for item in chunk]
 
@@ -101,7 +149,9 @@ def ordered_map(
         yield from map(function, items)
         return
     window = workers * CHUNKS_IN_FLIGHT_PER_WORKER
-    executor = ProcessPoolExecutor(workers, mp_context=_context(), initializer=initializer, initargs=initargs)
+    executor = ProcessPoolExecutor(
+        workers, mp_context=_context(), initializer=_start_worker, initargs=(os.getpid(), initializer, initargs)
+    )
     pending: deque[Future[list[Result]]] = deque()
     try:
         for chunk in _chunks(items, chunk_size):

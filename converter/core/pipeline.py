@@ -5,19 +5,20 @@ worker processes (`converter.core.parallel`) read, rasterize and encode samples,
 writer per split appends their records in each split's seeded order, so the output is
 byte-identical whatever the number of workers.
 
-Output is atomic. Everything is written into a staging folder inside the output folder
-(the output folder itself is often a mount point, which cannot be renamed), then moved
-into place: the previous `dataset_info.yaml` is removed first and the new one is moved
-in last, so at no moment does a `dataset_info.yaml` point at partial or mixed shards.
-A failed run (nothing converted, too many skips) writes only `report.json`.
+Output is atomic and never destructive: the new dataset is written into a generation
+folder of its own and switched live in one rename (`converter.core.commit`), with the
+output folder locked from the first check to the switch. A failed run (nothing converted,
+too many skips) leaves the previous dataset live and shows only its own `report.json`.
+The report's entries stream to disk as they are met (`converter.core.report`), so bad
+input costs no memory however much of it there is.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import sys
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,20 +28,27 @@ import yaml
 
 from converter import __version__
 from converter.core.classes import FIRST_CLASS_ID, build_class_list
+from converter.core.commit import (
+    DATASET_INFO,
+    REPORT,
+    STATE_FOLDER,
+    OutputFolder,
+    describe_os_error,
+    flush_file_system,
+    fsync_folder,
+    remove_path,
+)
 from converter.core.materialize import RecordOptions
 from converter.core.parallel import available_cpus, ordered_map, start_fork_server
 from converter.core.protocols import Sink, Source, SplitOutput
 from converter.core.rasterize import CombinationClasses, OverlapPolicy
-from converter.core.report import Report, ReportDocument, write_json
-from converter.core.sample import Sample
+from converter.core.report import Report, ReportSummary
+from converter.core.sample import Sample, SkippedSample, SourceContents
 from converter.core.scaleout import PART_MANIFEST, PARTS_FOLDER, WorkerSlice
 from converter.core.split import SplitFractions, SplitName, assign_split, seeded_order
 from converter.core.worker import ConvertedSample, FailedSample, WorkerSettings, convert_sample, install
-from converter.errors import SampleLocation, UsageError
+from converter.errors import ConverterError, SampleLocation, UsageError, quoted
 
-DATASET_INFO = "dataset_info.yaml"
-REPORT = "report.json"
-STAGING_PREFIX = ".dataset-converter-staging-"
 MIN_SAMPLES_PER_WORKER = 16  # below this a worker costs more to start than it saves
 MAX_CHUNK_SAMPLES = 32  # samples per task sent to a worker: fewer round trips, still a smooth progress bar
 
@@ -99,6 +107,7 @@ class ConvertConfig:
     layout: str = "object-detection-api"
     workers: int | None = 1  # worker processes; None: chosen from the CPUs and the work (`_pool_size`)
     worker_slice: WorkerSlice | None = None  # scale-out: convert only this slice, into parts/<part_name>
+    overwrite: bool = False  # replace paths in the output folder that the converter did not write
 
 
 class RunEvents(Protocol):
@@ -110,12 +119,12 @@ class RunEvents(Protocol):
 
     def sample_skipped(self, location: SampleLocation, code: str, reason: str) -> None: ...
 
-    def finished(self, document: ReportDocument) -> None: ...
+    def finished(self, summary: ReportSummary) -> None: ...
 
 
 @dataclass(frozen=True)
 class RunResult:
-    report: ReportDocument
+    summary: ReportSummary
     succeeded: bool
 
 
@@ -173,41 +182,6 @@ def _chunk_size(samples: int, workers: int) -> int:
     return max(1, min(MAX_CHUNK_SAMPLES, samples // (workers * 8)))
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
-def _previous_outputs(output_dir: Path) -> list[Path]:
-    """The entries the previous dataset_info.yaml in `output_dir` owned, so a rerun replaces them.
-
-    Only paths inside the output folder count: a hand-edited file never makes us delete
-    anything outside it.
-    """
-    try:
-        previous = yaml.safe_load((output_dir / DATASET_INFO).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return []
-    entries = previous.get("entries") if isinstance(previous, dict) else None
-    if not isinstance(entries, list):
-        return []
-    root = output_dir.resolve()
-    owned = [(output_dir / entry).resolve() for entry in entries if isinstance(entry, str)]
-    return [path for path in owned if path.is_relative_to(root) and path != root]
-
-
-def _commit(staging: Path, output_dir: Path, names: Sequence[str]) -> None:
-    """Move staged entries into the output folder; `dataset_info.yaml`, if staged, moves last."""
-    stale = [output_dir / DATASET_INFO, *_previous_outputs(output_dir)]
-    for path in stale + [output_dir / name for name in names]:
-        _remove(path)
-    for name in sorted(names, key=lambda name: name == DATASET_INFO):
-        (staging / name).replace(output_dir / name)
-    shutil.rmtree(staging)
-
-
 def _dataset_info(
     class_names: Sequence[str],
     outputs: dict[SplitName, SplitOutput],
@@ -254,53 +228,186 @@ def _dataset_info(
     return info
 
 
+class _TooManySkipped(Exception):  # noqa: N818 - a signal between the skip handler and the read, never shown
+    """Raised from the skip handler to stop reading the export once `--max-skipped` is exceeded."""
+
+
+@dataclass
+class _Outcome:
+    """What a conversion left in its folder: the report's summary, and dataset_info when it succeeded."""
+
+    summary: ReportSummary
+    info: dict[str, Any] | None
+    entries: list[str]
+
+
 def run(source: Source, sink: Sink[Any], config: ConvertConfig, events: RunEvents) -> RunResult:
-    """Convert one export. Sample problems go to the report; only setup problems raise."""
+    """Convert one export. Sample problems go to the report; only setup problems raise.
+
+    The output folder's lock is held from the first check to the commit; every check that
+    can refuse the run (another run, foreign paths in the way, permissions, free space)
+    happens before any work, and the previous dataset stays live until the new one is
+    whole on disk (`converter.core.commit`).
+    """
     # A pool is certain when even a pass-through run of any size would get one: start its
     # fork server now, in the background, while the export is read.
     if _pool_size(config.workers, RecordOptions(), config.overlap == "combine", sys.maxsize) > 1:
         start_fork_server()
-    if config.worker_slice is None:
-        staging = _create_staging(config.output_dir, STAGING_PREFIX)
-    else:  # workers share parts/: each cleans up and replaces only what carries its own name
-        staging = _create_staging(config.output_dir / PARTS_FOLDER, f"{STAGING_PREFIX}{config.worker_slice.part_name}-")
-    try:
-        return _convert_into(staging, source, sink, config, events)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+    if config.worker_slice is not None:
+        return _run_part(source, sink, config, events, config.worker_slice)
+    folder = OutputFolder(config.output_dir)
+    with folder.locked():
+        folder.check_writable()
+        folder.remove_leftovers()
+        names = [*sink.entry_names(config.fractions.active_splits()), DATASET_INFO, REPORT]
+        folder.check_ownership(names, config.overwrite)
+        generation = folder.new_generation()
+        try:
+            outcome = _convert_into(generation, source, sink, config, events)
+            if outcome.info is None:
+                folder.commit_report_only(generation)
+            else:
+                folder.commit(generation, [*outcome.entries, REPORT, DATASET_INFO], config.overwrite)
+        except OSError as error:
+            remove_path(generation)
+            raise ConverterError(f"cannot write the dataset: {describe_os_error(error)}") from None
+        except BaseException:
+            remove_path(generation)
+            raise
+    return RunResult(outcome.summary, succeeded=outcome.info is not None)
 
 
-def _create_staging(output_dir: Path, prefix: str) -> Path:
-    """A fresh staging folder in the output folder; checked before any work, so a read-only
-    or foreign-owned output fails in a second, not after the whole conversion."""
+def _run_part(
+    source: Source, sink: Sink[Any], config: ConvertConfig, events: RunEvents, worker_slice: WorkerSlice
+) -> RunResult:
+    """A scaled-out worker: convert its slice into `parts/<part name>`, and replace only that folder.
+
+    Workers share `parts/`, so each holds a lock of its own part, not of the output folder.
+    """
+    parts = config.output_dir / PARTS_FOLDER
+    part = OutputFolder(parts / worker_slice.part_name)
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        for leftover in output_dir.glob(prefix + "*"):
-            _remove(leftover)  # an interrupted earlier run's staging folder
-        staging = output_dir / f"{prefix}{uuid.uuid4().hex}"
-        staging.mkdir()
+        parts.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UsageError(
-            f"cannot write to the output folder {output_dir}: {error.strerror}; in a container, run as a user "
-            'who may write there (docker run --user "$(id -u):$(id -g)" ...)'
-        ) from None
-    return staging
+        raise UsageError(f"cannot write to the output folder {config.output_dir}: {error.strerror}") from None
+    with part.locked():
+        part.remove_leftovers()
+        staging = part.new_generation()
+        try:
+            outcome = _convert_into(staging, source, sink, config, events)
+            part_info = None
+            if outcome.info is not None:
+                part_info = {
+                    **outcome.info,
+                    "worker": {
+                        "index": worker_slice.index,
+                        "count": worker_slice.count,
+                        "allowed_skips": outcome.info.pop("allowed_skips"),  # finalize applies it to the whole run
+                    },
+                }
+            _commit_part(staging, part.root, part_info)
+        except OSError as error:
+            raise ConverterError(f"cannot write the part: {describe_os_error(error)}") from None
+        finally:
+            remove_path(staging)
+    return RunResult(outcome.summary, succeeded=outcome.info is not None)
+
+
+def _commit_part(staging: Path, part_dir: Path, part_info: dict[str, Any] | None) -> None:
+    """Replace this worker's part with the staged files, `part.yaml` last.
+
+    A re-run worker (Kubernetes retries a failed index) thus overwrites its own part only.
+    `part.yaml` is removed first and written last, and only by a worker that succeeded:
+    finalize merges parts that have one, checks their shards against it, and names the
+    parts that do not.
+    """
+    (part_dir / PART_MANIFEST).unlink(missing_ok=True)
+    for path in part_dir.iterdir():
+        if path.name not in (STATE_FOLDER,):
+            remove_path(path)
+    for path in sorted(staging.iterdir()):
+        path.replace(part_dir / path.name)
+    if part_info is not None:
+        flush_file_system(part_dir)
+        write_durably(part_dir / PART_MANIFEST, yaml.safe_dump(part_info, sort_keys=False, allow_unicode=True))
+    fsync_folder(part_dir)
+
+
+def write_durably(path: Path, text: str) -> None:
+    """Write a small text file under a temporary name, fsync it, rename it into place."""
+    temporary = path.with_name(f".{path.name}.partial")
+    with temporary.open("w", encoding="utf-8", errors="backslashreplace") as stream:
+        stream.write(text)
+        stream.flush()
+        os.fsync(stream.fileno())
+    temporary.replace(path)
+
+
+@dataclass
+class _SourceRead:
+    contents: SourceContents | None  # None: a --max-skipped count was exceeded while reading
+    skipped: int  # entries the source skipped (counted even where another worker reports them)
+
+
+def _read_source(
+    source: Source, report: Report, events: RunEvents, limit: SkipLimit | None, record_skips: bool
+) -> _SourceRead:
+    """The export's contents, its skipped entries streamed into the report as they are met.
+
+    A `--max-skipped` count stops the read as soon as it is exceeded, rather than parse the
+    rest of a file already known to fail the run. A fraction needs the total, so it is
+    checked once the whole export is read.
+    """
+    count_limit = limit.count if limit is not None and record_skips else None
+    skipped = 0
+
+    def on_skip(entry: SkippedSample) -> None:
+        nonlocal skipped
+        skipped += 1
+        if not record_skips:  # a scaled-out worker other than 0: worker 0 reports what the source skipped
+            return
+        report.add_skipped(entry.location, entry.code, entry.reason)
+        events.sample_skipped(entry.location, entry.code, entry.reason)
+        if count_limit is not None and skipped > count_limit:
+            raise _TooManySkipped
+
+    try:
+        return _SourceRead(source.read(on_skip), skipped)
+    except _TooManySkipped:
+        return _SourceRead(None, skipped)
 
 
 def _convert_into(
     staging: Path, source: Source, sink: Sink[Any], config: ConvertConfig, events: RunEvents
-) -> RunResult:
-    contents = source.read()
+) -> _Outcome:
     report = Report()
+    try:
+        return _convert_with_report(staging, source, sink, config, events, report)
+    finally:
+        report.close()
+
+
+def _convert_with_report(
+    staging: Path, source: Source, sink: Sink[Any], config: ConvertConfig, events: RunEvents, report: Report
+) -> _Outcome:
+    record_source_skips = config.worker_slice is None or config.worker_slice.index == 0
+    read = _read_source(source, report, events, config.max_skipped, record_source_skips)
+    contents = read.contents
+    if contents is None:
+        return _failed(
+            staging,
+            report,
+            events,
+            read.skipped,
+            f"reading stopped at the {read.skipped}th skipped input sample, more than --max-skipped allows; "
+            "no dataset was written",
+        )
     classes = build_class_list(contents.native_class_order, config.pinned_classes, config.allow_new_classes)
 
     def skip(location: SampleLocation, code: str, reason: str) -> None:
         report.add_skipped(location, code, reason)
         events.sample_skipped(location, code, reason)
 
-    for skipped in contents.skipped:
-        skip(skipped.location, skipped.code, skipped.reason)
     for annotation_note in contents.annotation_notes:
         report.add_object_note(annotation_note.location, None, annotation_note.code, annotation_note.message)
     admitted = []
@@ -310,7 +417,8 @@ def _convert_into(
             skip(
                 sample.location,
                 "unknown_class",
-                f"classes {unknown} are not in the --classes list; add them to it or pass --allow-new-classes",
+                f"classes {', '.join(map(quoted, unknown))} are not in the --classes list; add them to it or pass "
+                "--allow-new-classes",
             )
         else:
             admitted.append(sample)
@@ -330,20 +438,19 @@ def _convert_into(
         absolute_root=config.output_dir.absolute() if config.absolute_paths else None,
     )
     combinations = CombinationClasses(classes.names) if config.overlap == "combine" else None
-    input_samples = len(contents.samples) + len(contents.skipped)
+    input_samples = len(contents.samples) + read.skipped
     allowed_skips = config.max_skipped.allowed(input_samples) if config.max_skipped else None
     plan = _plan_splits(admitted, config)
     if config.worker_slice is not None:
         plan = {split: members[slice(*config.worker_slice.bounds(len(members)))] for split, members in plan.items()}
-        if config.worker_slice.index != 0:  # what the source itself skipped is reported once, by worker 0
-            report = Report()
-    events.started(sum(len(members) for members in plan.values()), len(report.skipped))
+    _check_free_space(staging, plan)
+    events.started(sum(len(members) for members in plan.values()), report.skipped)
 
     encoder = sink.record_encoder(options)
     writers = {split: sink.open_split(staging, split, options) for split in plan}
     counts: dict[SplitName, _ClassCounts] = {split: _ClassCounts({}, {}) for split in plan}
     queue = [(split, sample) for split, members in plan.items() for sample in members]
-    if allowed_skips is not None and len(report.skipped) > allowed_skips:
+    if allowed_skips is not None and report.skipped > allowed_skips:
         queue = []  # the source's own skips already exceed the limit: convert nothing
     workers = _pool_size(config.workers, options, combinations is not None, len(queue))
     results = ordered_map(
@@ -358,7 +465,7 @@ def _convert_into(
         for (split, sample), result in zip(queue, results, strict=True):
             if isinstance(result, FailedSample):
                 skip(sample.location, result.code, result.message)
-                if allowed_skips is not None and len(report.skipped) > allowed_skips:
+                if allowed_skips is not None and report.skipped > allowed_skips:
                     break
                 continue
             writers[split].write(result.payload)
@@ -372,82 +479,95 @@ def _convert_into(
         results.close()  # stops the workers now when the loop broke off early
     outputs: dict[SplitName, SplitOutput] = {split: writer.close() for split, writer in writers.items()}
 
-    failure: str | None = None
     converted: dict[str, int] = {split: output.samples for split, output in outputs.items()}
-    if allowed_skips is not None and len(report.skipped) > allowed_skips:
-        failure = (
-            f"{len(report.skipped)} of {input_samples} input samples were skipped, more than "
-            f"--max-skipped allows ({allowed_skips}); conversion stopped"
+    if allowed_skips is not None and report.skipped > allowed_skips:
+        return _failed(
+            staging,
+            report,
+            events,
+            input_samples,
+            f"{report.skipped} of {input_samples} input samples were skipped, more than --max-skipped allows "
+            f"({allowed_skips}); conversion stopped",
+            converted,
         )
-    elif sum(converted.values()) == 0 and config.worker_slice is None:  # finalize checks the whole run
-        failure = f"none of the {input_samples} input samples could be converted"
-    document = report.document(input_samples=input_samples, converted_by_split=converted, failure=failure)
-    write_json(staging / REPORT, document)
-    if failure:
-        if config.worker_slice is not None:
-            _commit_part(staging, config.output_dir / PARTS_FOLDER / config.worker_slice.part_name, None)
-        else:
-            _commit_report_only(staging, config.output_dir)
+    if sum(converted.values()) == 0 and config.worker_slice is None:  # finalize checks the whole run
+        return _failed(
+            staging, report, events, input_samples, f"none of the {input_samples} input samples could be converted"
+        )
+    summary = report.summary(input_samples=input_samples, converted_by_split=converted, failure=None)
+    report.write(staging / REPORT, summary)
+    class_names = [*classes.names, *(combinations.names if combinations else [])]
+    entries = [entry for output in outputs.values() for entry in output.entries]
+    entries += sink.finish(staging, class_names)
+    masks = None
+    if options.class_masks:
+        masks = {
+            "format": "png, single channel: 0 background, class ids from 1, 255 ignore",
+            "overlap": config.overlap,
+            **({"class_priority": list(config.class_priority)} if config.overlap == "priority" else {}),
+            **({"combinations": combinations.components()} if combinations else {}),
+            "instance_masks": config.instance_masks,
+        }
+    info = _dataset_info(
+        class_names,
+        outputs,
+        counts,
+        config,
+        sink.describe_layout(options),
+        masks,
+        {
+            **contents.description,
+            "samples": input_samples,
+            "converted": summary["converted"],
+            "skipped": summary["skipped"],
+        },
+        entries,
+    )
+    if config.worker_slice is None:
+        write_durably(staging / DATASET_INFO, yaml.safe_dump(info, sort_keys=False, allow_unicode=True))
     else:
-        class_names = [*classes.names, *(combinations.names if combinations else [])]
-        entries = [entry for output in outputs.values() for entry in output.entries]
-        entries += sink.finish(staging, class_names)
-        masks = None
-        if options.class_masks:
-            masks = {
-                "format": "png, single channel: 0 background, class ids from 1, 255 ignore",
-                "overlap": config.overlap,
-                **({"class_priority": list(config.class_priority)} if config.overlap == "priority" else {}),
-                **({"combinations": combinations.components()} if combinations else {}),
-                "instance_masks": config.instance_masks,
-            }
-        info = _dataset_info(
-            class_names,
-            outputs,
-            counts,
-            config,
-            sink.describe_layout(options),
-            masks,
-            {
-                **contents.description,
-                "samples": input_samples,
-                "converted": document["summary"]["converted"],
-                "skipped": document["summary"]["skipped"],
-            },
-            entries,
-        )
-        if config.worker_slice is None:
-            (staging / DATASET_INFO).write_text(
-                yaml.safe_dump(info, sort_keys=False, allow_unicode=True), encoding="utf-8"
-            )
-            _commit(staging, config.output_dir, [*entries, REPORT, DATASET_INFO])
-        else:
-            info["worker"] = {
-                "index": config.worker_slice.index,
-                "count": config.worker_slice.count,
-                "allowed_skips": allowed_skips,  # finalize applies --max-skipped to the whole run
-            }
-            _commit_part(staging, config.output_dir / PARTS_FOLDER / config.worker_slice.part_name, info)
-    events.finished(document)
-    return RunResult(report=document, succeeded=failure is None)
+        info["allowed_skips"] = allowed_skips
+    events.finished(summary)
+    return _Outcome(summary, info, entries)
 
 
-def _commit_part(staging: Path, part_dir: Path, part_info: dict[str, Any] | None) -> None:
-    """Replace this worker's part folder, and nothing else, with the staged one.
+def _failed(
+    staging: Path,
+    report: Report,
+    events: RunEvents,
+    input_samples: int,
+    failure: str,
+    converted: dict[str, int] | None = None,
+) -> _Outcome:
+    """A run that writes no dataset: only its report, which says why."""
+    summary = report.summary(input_samples=input_samples, converted_by_split=converted or {}, failure=failure)
+    report.write(staging / REPORT, summary)
+    events.finished(summary)
+    return _Outcome(summary, None, [])
 
-    A re-run worker (Kubernetes retries a failed index) thus overwrites its own part only.
-    `part.yaml` is written last, and only by a worker that succeeded: finalize merges
-    folders that have one and names those that do not.
+
+FREE_SPACE_MARGIN = 1.1  # masks, records' framing and dataset_info.yaml on top of the images' bytes
+
+
+def _check_free_space(staging: Path, plan: dict[SplitName, list[Sample]]) -> None:
+    """Refuse a run whose images alone would not fit in the output file system, before writing any.
+
+    The estimate is the size of the local image files (records and copies hold them byte for
+    byte); images in a bucket are not counted. The previous dataset stays on disk until the
+    new one is complete, so the new one must fit beside it.
     """
-    if part_info is not None:
-        (staging / PART_MANIFEST).write_text(
-            yaml.safe_dump(part_info, sort_keys=False, allow_unicode=True), encoding="utf-8"
+    needed = 0
+    for members in plan.values():
+        for sample in members:
+            if isinstance(sample.image_path, Path):
+                try:
+                    needed += sample.image_path.stat().st_size
+                except OSError:
+                    continue  # a missing image is reported by its sample
+    needed = int(needed * FREE_SPACE_MARGIN)
+    free = shutil.disk_usage(staging).free
+    if needed > free:
+        raise UsageError(
+            f"the output file system has {free / 2**20:,.0f} MiB free, and this dataset needs about "
+            f"{needed / 2**20:,.0f} MiB (its images); free space or choose another -o"
         )
-    _remove(part_dir)
-    staging.replace(part_dir)
-
-
-def _commit_report_only(staging: Path, output_dir: Path) -> None:
-    """A failed run leaves the previous dataset untouched and writes its report beside it."""
-    (staging / REPORT).replace(output_dir / REPORT)
-    shutil.rmtree(staging)

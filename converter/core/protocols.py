@@ -98,6 +98,13 @@ class Sink(Protocol[Payload]):
         """Raise `UsageError` before any work if the format cannot write one of these names."""
         ...
 
+    def entry_names(self, splits: Sequence[SplitName]) -> tuple[str, ...]:
+        """The top-level names a run with these splits writes (folders and dataset-level files).
+
+        Known before any work, so that a run refuses at once to replace a path it does not own.
+        """
+        ...
+
     def finish(self, output_dir: Path, class_names: Sequence[str]) -> tuple[str, ...]:
         """Write dataset-level files (a label map) once every split is closed; returns their names."""
         ...

@@ -5,14 +5,23 @@ Together with the shards it accounts for every input: `input_samples` equals
 the source dropped or repaired inside a kept sample) and per-image warnings (EXIF
 rotation, size mismatch) are listed too, each with the file, line and key of its sample,
 so nothing changes silently.
+
+Entries are kept on disk while a run collects them (a private temporary SQLite database),
+never in memory: a file of a million garbage lines costs a million rows of a temporary
+file and a few counters, and `write` streams them into `report.json` sorted by file and
+line, with SQLite's external sort. Text is stored as the UTF-8 of its JSON form, lone
+surrogates (hostile input) written as JSON `\\uXXXX` escapes, so any string round-trips.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import os
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Literal, TypedDict
+from typing import IO, Literal, TypedDict
 
 from converter.errors import SampleLocation
 
@@ -59,67 +68,132 @@ class ReportDocument(TypedDict):
     warnings: list[WarningEntry]
 
 
+_SKIPPED, _OBJECT, _WARNING = "skipped", "objects", "warnings"
+_SECTIONS = (_SKIPPED, _OBJECT, _WARNING)
+
+
 def _located(location: SampleLocation) -> LocatedEntry:
     return {"file": location.file, "line": location.line, "key": location.key}
 
 
-def _order(entry: LocatedEntry) -> tuple[str, int, str]:
-    return entry["file"], entry["line"] or 0, entry["key"] or ""
+def _sort_text(text: str | None) -> bytes:
+    """Bytes that sort like the text's code points (UTF-8 does; `surrogatepass` keeps lone surrogates in place)."""
+    return (text or "").encode("utf-8", "surrogatepass")
 
 
-def _object_order(index: int | None) -> int:
-    """Notes from reading the export (no object index) come before the materializer's."""
-    return -1 if index is None else index
+def _json_bytes(entry: object) -> bytes:
+    """An entry's JSON as UTF-8; a lone surrogate becomes the JSON escape `\\udXXX`, which parsers accept."""
+    return json.dumps(entry, ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
-@dataclass
 class Report:
-    """Collects what happened to every sample during a run."""
+    """Collects what happened to every sample during a run, on disk, with counts in memory."""
 
-    skipped: list[SkippedEntry] = field(default_factory=list)
-    objects: list[ObjectEntry] = field(default_factory=list)
-    warnings: list[WarningEntry] = field(default_factory=list)
+    def __init__(self) -> None:
+        self._database = sqlite3.connect("")  # "": a private on-disk temporary database, deleted on close
+        self._database.execute(
+            "CREATE TABLE entry (section TEXT, file BLOB, line INTEGER, key BLOB, object INTEGER, body BLOB)"
+        )
+        self._skipped_by_code: Counter[str] = Counter()
+        self._notes_by_code: Counter[str] = Counter()
+        self._warnings = 0
+
+    def close(self) -> None:
+        self._database.close()
+
+    @property
+    def skipped(self) -> int:
+        """How many input samples were skipped so far."""
+        return sum(self._skipped_by_code.values())
+
+    def _insert(self, section: str, entry: LocatedEntry, object_index: int | None = None) -> None:
+        self._database.execute(
+            "INSERT INTO entry VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                section,
+                _sort_text(entry["file"]),
+                entry["line"] or 0,
+                _sort_text(entry["key"]),
+                -1 if object_index is None else object_index,  # notes from reading the export come first
+                _json_bytes(entry),
+            ),
+        )
 
     def add_skipped(self, location: SampleLocation, code: str, reason: str) -> None:
-        self.skipped.append({**_located(location), "code": code, "reason": reason})
+        self.add_skipped_entry({**_located(location), "code": code, "reason": reason})
+
+    def add_skipped_entry(self, entry: SkippedEntry) -> None:
+        self._skipped_by_code[entry["code"]] += 1
+        self._insert(_SKIPPED, entry)
 
     def add_object_note(self, location: SampleLocation, object_index: int | None, code: str, message: str) -> None:
-        self.objects.append({**_located(location), "object": object_index, "code": code, "message": message})
+        self.add_object_entry({**_located(location), "object": object_index, "code": code, "message": message})
+
+    def add_object_entry(self, entry: ObjectEntry) -> None:
+        self._notes_by_code[entry["code"]] += 1
+        self._insert(_OBJECT, entry, entry["object"])
 
     def add_warning(self, location: SampleLocation, message: str) -> None:
-        self.warnings.append({**_located(location), "message": message})
+        self.add_warning_entry({**_located(location), "message": message})
 
-    def document(
+    def add_warning_entry(self, entry: WarningEntry) -> None:
+        self._warnings += 1
+        self._insert(_WARNING, entry)
+
+    def add_document(self, document: ReportDocument) -> None:
+        """Every entry of another report (a scaled-out worker's part)."""
+        for skipped in document["skipped"]:
+            self.add_skipped_entry(skipped)
+        for note in document["objects"]:
+            self.add_object_entry(note)
+        for warning in document["warnings"]:
+            self.add_warning_entry(warning)
+
+    def summary(
         self, *, input_samples: int, converted_by_split: dict[str, int], failure: str | None
-    ) -> ReportDocument:
-        """The report as written, entries sorted by file and line so runs compare equal."""
-        skipped_by_code: dict[str, int] = {}
-        for entry in self.skipped:
-            skipped_by_code[entry["code"]] = skipped_by_code.get(entry["code"], 0) + 1
-        object_notes_by_code: dict[str, int] = {}
-        for object_entry in self.objects:
-            object_notes_by_code[object_entry["code"]] = object_notes_by_code.get(object_entry["code"], 0) + 1
-        summary: ReportSummary = {
+    ) -> ReportSummary:
+        return {
             "status": "failed" if failure else "ok",
             "input_samples": input_samples,
             "converted": sum(converted_by_split.values()),
-            "skipped": len(self.skipped),
-            "skipped_by_code": dict(sorted(skipped_by_code.items())),
+            "skipped": self.skipped,
+            "skipped_by_code": dict(sorted(self._skipped_by_code.items())),
             "converted_by_split": converted_by_split,
-            "clipped_boxes": sum(1 for entry in self.objects if entry["code"] == "clipped"),
-            "dropped_boxes": sum(1 for entry in self.objects if entry["code"] == "degenerate_box"),
-            "object_notes_by_code": dict(sorted(object_notes_by_code.items())),
-            "warnings": len(self.warnings),
+            "clipped_boxes": self._notes_by_code["clipped"],
+            "dropped_boxes": self._notes_by_code["degenerate_box"],
+            "object_notes_by_code": dict(sorted(self._notes_by_code.items())),
+            "warnings": self._warnings,
             "failure": failure,
         }
-        return {
-            "summary": summary,
-            "skipped": sorted(self.skipped, key=_order),
-            "objects": sorted(self.objects, key=lambda entry: (*_order(entry), _object_order(entry["object"]))),
-            "warnings": sorted(self.warnings, key=_order),
-        }
+
+    def _entries(self, section: str) -> Iterator[bytes]:
+        """One section's entries as JSON, sorted by file, line, key (and object), so runs compare equal."""
+        cursor = self._database.execute(
+            "SELECT body FROM entry WHERE section = ? ORDER BY file, line, key, object, rowid", (section,)
+        )
+        for (body,) in cursor:
+            yield body
+
+    def write(self, path: Path, summary: ReportSummary) -> None:
+        """Write report.json (summary, then the sorted entries), streamed, and flush it to disk."""
+        with path.open("wb") as stream:
+            stream.write(b'{\n  "summary": ')
+            summary_text = json.dumps(summary, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+            stream.write(summary_text.encode("utf-8", "backslashreplace"))
+            for section in _SECTIONS:
+                stream.write(f',\n  "{section}": ['.encode())
+                _write_list(stream, self._entries(section))
+                stream.write(b"]")
+            stream.write(b"\n}\n")
+            stream.flush()
+            os.fsync(stream.fileno())
 
 
-def write_json(path: Path, document: object) -> None:
-    """Write JSON with a trailing newline, keys in the order given."""
-    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+def _write_list(stream: IO[bytes], bodies: Iterable[bytes]) -> None:
+    first = True
+    for body in bodies:
+        stream.write(b"\n    " if first else b",\n    ")
+        stream.write(body)
+        first = False
+    if not first:
+        stream.write(b"\n  ")

@@ -10,22 +10,63 @@ exists with that SHA-256, and the split's images folder holds `samples` files.
 
 Dataset-level files (a label map) must exist. This catches truncated copies and partial
 syncs (an `aws s3 sync` interrupted halfway) before a training job does.
+
+Nothing else may hide in the dataset: a file inside a listed folder that dataset_info.yaml
+does not list (a stray shard that a glob would read), or a split folder it does not list
+(`tfrecord_test/` left from a run with another split), is a problem. Every listed path must
+stay inside the dataset folder, links followed: verify never reads a file elsewhere, whatever
+a damaged or hostile dataset_info.yaml says. What an interrupted conversion left (a
+generation nothing points at, a dangling link) is named as a note: the next run removes it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
+from converter.core.commit import CURRENT_LINK, LOCK_FILE, REPORT, STATE_FOLDER
 from converter.core.split import SPLIT_NAMES
+from converter.errors import quoted
 from converter.formats.tfrecord import CorruptRecordError, read_records
 
 _CHUNK_BYTES = 1 << 20
 _CHECKSUM_LINE = re.compile(r"([0-9a-f]{64})  (.+)")
+_SPLIT_TOKEN = re.compile(r"(?<![a-z])(train|validation|val|test)(?![a-z])")
+
+
+class DamagedInfoError(Exception):
+    """dataset_info.yaml does not have the shape the converter writes."""
+
+
+@dataclass
+class Verification:
+    """What `verify_dataset` found: records checked, problems (the dataset fails), notes (it does not)."""
+
+    records: int = 0
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _inside(base: Path, listed: str) -> Path:
+    """The listed path under `base`, refused when it leaves the dataset folder (absolute elsewhere, `..`, links out)."""
+    candidate = Path(listed)
+    if candidate.is_absolute():
+        try:
+            candidate = candidate.relative_to(base.absolute())
+        except ValueError:
+            raise DamagedInfoError(f"lists {quoted(listed)}, outside the dataset folder") from None
+    if ".." in candidate.parts:
+        raise DamagedInfoError(f"lists {quoted(listed)}, which leaves the dataset folder")
+    path = base / candidate
+    if not path.resolve().is_relative_to(base.resolve()):
+        raise DamagedInfoError(f"lists {quoted(listed)}, a link that leads outside the dataset folder")
+    return path
 
 
 def _sha256_of(path: Path) -> str:
@@ -71,10 +112,11 @@ def _in_folder(path: str, folder: str) -> bool:
     return folder == parent or folder.endswith("/" + parent)
 
 
-def _manifest_problems(base: Path, split: str, entry: dict[str, Any]) -> tuple[int, list[str]]:
-    """(images listed, problems) for a split with a checksum manifest."""
+def _manifest_problems(base: Path, split: str, entry: dict[str, Any], listed_files: set[Path]) -> tuple[int, list[str]]:
+    """(images listed, problems) for a split with a checksum manifest; adds what it lists to `listed_files`."""
     manifest = entry["checksums"]
-    path = base / manifest["file"]
+    path = _inside(base, manifest["file"])
+    listed_files.add(path)
     problems = _file_problems(path, manifest)
     if problems:
         return 0, problems  # a damaged manifest cannot vouch for the files it lists
@@ -89,6 +131,7 @@ def _manifest_problems(base: Path, split: str, entry: dict[str, Any]) -> tuple[i
             problems.append(f"{path} line {number}: not `<sha256>  <path inside the dataset>`")
             continue
         listed = base / relative
+        listed_files.add(listed)
         if not listed.is_file():
             problems.append(f"{listed}: missing")
         elif _sha256_of(listed) != match.group(1):
@@ -109,45 +152,112 @@ def _split_owned_names(base: Path, info: dict[str, Any]) -> set[str]:
         paths = [entry.get("annotations"), entry.get("images"), (entry.get("checksums") or {}).get("file")]
         paths += [shard.get("file") for shard in entry.get("shards", [])]
         for text in filter(None, paths):
-            path = Path(text)
-            if path.is_absolute():
-                try:
-                    path = path.relative_to(base.absolute())
-                except ValueError:
-                    continue
-            names.add(path.parts[0])
+            names.add(_inside(base, str(text)).relative_to(base).parts[0])
     return names
 
 
-def verify_dataset(dataset_info_path: Path) -> tuple[int, list[str]]:
-    """Return (records or samples checked, problems found); no problems means the dataset is intact."""
+def _stray_files(base: Path, folders: set[str], listed_files: set[Path]) -> list[str]:
+    """Files inside the dataset's own folders that dataset_info.yaml does not list."""
+    stray = []
+    for name in sorted(folders):
+        folder = base / name
+        if not folder.is_dir():
+            continue
+        for root, _, files in os.walk(folder):  # the top-level link is followed, links below it are not
+            for file_name in files:
+                path = Path(root) / file_name
+                if path not in listed_files:
+                    stray.append(f"{path}: not listed by dataset_info.yaml (a stray file a reader may pick up)")
+    return stray
+
+
+def _stray_split_folders(base: Path, split_folders: set[str]) -> list[str]:
+    """Folders named like one of the dataset's split folders but for a split it does not have."""
+    stray = []
+    for name in sorted(split_folders):
+        if not _SPLIT_TOKEN.search(name):
+            continue
+        for token in ("train", "val", "validation", "test"):
+            sibling = _SPLIT_TOKEN.sub(token, name, count=1)
+            if sibling not in split_folders and (base / sibling).is_dir():
+                stray.append(f"{base / sibling}: a split folder that dataset_info.yaml does not list (another run's?)")
+    return sorted(set(stray))
+
+
+def _leftovers(base: Path) -> list[str]:
+    """What an interrupted conversion left: generations nothing points at, and dangling links into them."""
+    state = base / STATE_FOLDER
+    if not state.is_dir():
+        return []
+    notes = []
+    referenced = set()
+    current = state / CURRENT_LINK
+    if current.is_symlink():
+        referenced.add(str(current.readlink()))
+    for path in sorted(base.iterdir()):
+        if path.is_symlink() and str(path.readlink()).startswith(STATE_FOLDER + "/"):
+            parts = str(path.readlink()).split("/")
+            if len(parts) > 1 and parts[1] != CURRENT_LINK:
+                referenced.add(parts[1])
+            if not path.exists():
+                notes.append(f"{path}: a dangling link left by an interrupted conversion (the next run removes it)")
+    for path in sorted(state.iterdir()):
+        if path.name not in (LOCK_FILE, CURRENT_LINK) and path.name not in referenced:
+            notes.append(f"{path}: left by an interrupted conversion (the next run removes it)")
+    return notes
+
+
+def verify_dataset(dataset_info_path: Path) -> Verification:
+    """Check a dataset against its dataset_info.yaml; no problems means it is intact and complete."""
+    result = Verification()
     try:
         info = yaml.safe_load(dataset_info_path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        return 0, [f"{dataset_info_path}: cannot be read ({error})"]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        result.problems.append(f"{dataset_info_path}: cannot be read ({quoted(str(error).splitlines()[0], 160)})")
+        return result
     if not isinstance(info, dict):
-        return 0, [f"{dataset_info_path}: not a mapping"]
-    base = dataset_info_path.parent
-    problems: list[str] = []
-    records = 0
+        result.problems.append(f"{dataset_info_path}: damaged: not a mapping")
+        return result
+    try:
+        _verify(dataset_info_path.parent, info, result)
+    except DamagedInfoError as error:
+        result.problems.append(f"{dataset_info_path}: damaged: {error}")
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        result.problems.append(
+            f"{dataset_info_path}: damaged: not the shape the converter writes ({type(error).__name__}: "
+            f"{quoted(str(error), 80)})"
+        )
+    return result
+
+
+def _verify(base: Path, info: dict[str, Any], result: Verification) -> None:
+    problems = result.problems
+    listed_files: set[Path] = set()
     for split in SPLIT_NAMES:
         entry = info.get(split)
         if not isinstance(entry, dict):
             continue
         if "checksums" in entry:
-            images, manifest_problems = _manifest_problems(base, split, entry)
-            records += images
+            images, manifest_problems = _manifest_problems(base, split, entry, listed_files)
+            result.records += images
             problems += manifest_problems
             continue
         shards = entry.get("shards", [])
         for shard in shards:
-            problems += _shard_problems(base / shard["file"], shard)
-            records += int(shard.get("records", 0))
+            path = _inside(base, shard["file"])
+            listed_files.add(path)
+            problems += _shard_problems(path, shard)
+            result.records += int(shard.get("records", 0))
         listed = sum(int(shard.get("records", 0)) for shard in shards)
         if listed != entry.get("samples"):
             problems.append(f"{split}: shards hold {listed} records but `samples` says {entry.get('samples')}")
-    owned = _split_owned_names(base, info)
+    split_folders = _split_owned_names(base, info)
     for name in info.get("entries", []):
-        if name not in owned and not (base / name).exists():
-            problems.append(f"{base / name}: missing (dataset_info.yaml lists it in `entries`)")
-    return records, problems
+        path = _inside(base, str(name))
+        if name not in split_folders and not path.exists():
+            problems.append(f"{path}: missing (dataset_info.yaml lists it in `entries`)")
+    problems += _stray_files(base, split_folders, listed_files)
+    problems += _stray_split_folders(base, split_folders)
+    report = info.get("report", REPORT)
+    _inside(base, str(report))
+    result.notes += _leftovers(base)

@@ -30,6 +30,7 @@ from converter.sinks._files import (
     IMAGES_FOLDER,
     MASK_SUFFIX,
     MASKS_FOLDER,
+    SPLIT_FOLDERS,
     OutputName,
     SplitFiles,
     UniqueNames,
@@ -157,6 +158,9 @@ class JsonFilesSink:
 
     def check_class_names(self, class_names: Sequence[str]) -> None:
         """Any name can be written: records and JSON carry names as strings."""
+
+    def entry_names(self, splits: Sequence[SplitName]) -> tuple[str, ...]:
+        return tuple(SPLIT_FOLDERS[split] for split in splits)
 
     def finish(self, output_dir: Path, class_names: Sequence[str]) -> tuple[str, ...]:
         """Every annotation names its classes; dataset_info.yaml's `classes` is the label map (ids from 1)."""

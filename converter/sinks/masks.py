@@ -28,6 +28,7 @@ from converter.sinks._files import (
     IMAGES_FOLDER,
     MASK_SUFFIX,
     MASKS_FOLDER,
+    SPLIT_FOLDERS,
     SplitFiles,
     UniqueNames,
     pass_through,
@@ -88,6 +89,9 @@ class MasksSink:
         unwritable = [name for name in class_names if "\n" in name or "\r" in name]
         if unwritable:
             raise UsageError(f"class names {unwritable} hold line breaks and cannot be written to codes.txt")
+
+    def entry_names(self, splits: Sequence[SplitName]) -> tuple[str, ...]:
+        return (*(SPLIT_FOLDERS[split] for split in splits), CODES_FILE)
 
     def finish(self, output_dir: Path, class_names: Sequence[str]) -> tuple[str, ...]:
         """codes.txt: `background`, then the classes, so line n + 1 names mask value n."""

@@ -46,6 +46,7 @@ from converter.sinks._files import (
     IMAGES_FOLDER,
     MASK_SUFFIX,
     MASKS_FOLDER,
+    SPLIT_FOLDERS,
     SplitFiles,
     UniqueNames,
     file_reference,
@@ -144,6 +145,9 @@ class MasterfulSink:
                 f"class names {unwritable} cannot be written to Masterful's label_map.csv (no quoting for commas or "
                 "line breaks); rename them with --classes or choose another --format"
             )
+
+    def entry_names(self, splits: Sequence[SplitName]) -> tuple[str, ...]:
+        return (*(name for split in splits for name in (RECORDS_FILES[split], SPLIT_FOLDERS[split])), LABEL_MAP_FILE)
 
     def finish(self, output_dir: Path, class_names: Sequence[str]) -> tuple[str, ...]:
         """label_map.csv: `index, label` lines; segmentation adds `0, background` first."""

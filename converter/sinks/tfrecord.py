@@ -210,6 +210,9 @@ class TFRecordSink:
     def check_class_names(self, class_names: Sequence[str]) -> None:
         """Any name can be written: records and JSON carry names as strings."""
 
+    def entry_names(self, splits: Sequence[SplitName]) -> tuple[str, ...]:
+        return tuple(SPLIT_FOLDERS[split] for split in splits)
+
     def finish(self, output_dir: Path, class_names: Sequence[str]) -> tuple[str, ...]:
         """TFRecords carry their class texts; dataset_info.yaml's `classes` is the label map."""
         return ()

@@ -47,6 +47,8 @@ from converter.core.sample import (
     Polygon,
     RleMask,
     Sample,
+    SkipCollector,
+    SkipHandler,
     SkippedSample,
     SourceContents,
 )
@@ -141,14 +143,14 @@ class CocoSource:
         self.images_root = images_root
         self._resolver = image_resolver(images_root)
 
-    def read(self) -> SourceContents:
+    def read(self, on_skip: SkipHandler | None = None) -> SourceContents:
         document = self._load()
         categories = self._categories(self._section(document, "categories"))
         images = self._section(document, "images")
         annotations = self._section(document, "annotations")
         del document  # the three lists are all that is needed; they go when this method returns
 
-        skipped: list[SkippedSample] = []
+        skipped = SkipCollector(on_skip)
         entries = self._image_entries(images, skipped)
         # reversed: of several entries with one id, the first is the one its annotations are counted on
         self._attach(annotations, {entry.image_id: entry for entry in reversed(entries)}, skipped)
@@ -163,7 +165,7 @@ class CocoSource:
                 skipped.append(SkippedSample(location, error.code, error.message + dropped))
         native_order = tuple(dict.fromkeys(categories[key] for key in sorted(categories, key=_id_order)))
         description = {"source": "coco", "annotations": str(self.annotations), "images": str(self.images_root)}
-        return SourceContents(tuple(samples), tuple(skipped), native_order, description, tuple(notes))
+        return SourceContents(tuple(samples), skipped.kept(), native_order, description, tuple(notes))
 
     def _location(self, key: str) -> SampleLocation:
         return SampleLocation(str(self.annotations), None, key)
@@ -205,7 +207,7 @@ class CocoSource:
             names[category_id] = name
         return names
 
-    def _image_entries(self, raw: list[Any], skipped: list[SkippedSample]) -> list[_ImageEntry]:
+    def _image_entries(self, raw: list[Any], skipped: SkipCollector) -> list[_ImageEntry]:
         """The `images` entries that have an id; repeated ids and file names are marked as problems."""
         entries: list[_ImageEntry] = []
         for index, image in enumerate(raw):
@@ -259,7 +261,7 @@ class CocoSource:
             return _ImageEntry(index, image_id, file_name, None, problem)
         return _ImageEntry(index, image_id, file_name, (declared_width, declared_height))
 
-    def _attach(self, raw: list[Any], by_id: dict[EntryId, _ImageEntry], skipped: list[SkippedSample]) -> None:
+    def _attach(self, raw: list[Any], by_id: dict[EntryId, _ImageEntry], skipped: SkipCollector) -> None:
         """Give each annotation to the image it names (the first entry of a repeated id); report the rest."""
         for index, annotation in enumerate(raw):
             if not isinstance(annotation, dict):

@@ -50,6 +50,8 @@ from converter.core.sample import (
     ObjectAnnotation,
     Polygon,
     Sample,
+    SkipCollector,
+    SkipHandler,
     SkippedSample,
     SourceContents,
 )
@@ -268,8 +270,8 @@ class GeoJsonSource:
         self.images_root = images_root
         self._resolver = image_resolver(images_root)
 
-    def read(self) -> SourceContents:
-        skipped: list[SkippedSample] = []
+    def read(self, on_skip: SkipHandler | None = None) -> SourceContents:
+        skipped = SkipCollector(on_skip)
         groups: dict[str, _ImageGroup] = {}
         class_order = _ClassOrder()
         for index, feature in enumerate(self._features()):
@@ -307,7 +309,7 @@ class GeoJsonSource:
                 continue
             notes.extend(group.notes)
         description = {"source": "geojson", "annotations": str(self.annotations), "images": str(self.images_root)}
-        return SourceContents(tuple(samples), tuple(skipped), class_order.names(), description, tuple(notes))
+        return SourceContents(tuple(samples), skipped.kept(), class_order.names(), description, tuple(notes))
 
     def _location(self, key: str) -> SampleLocation:
         return SampleLocation(str(self.annotations), None, key)

@@ -49,7 +49,16 @@ from xml.etree import ElementTree
 
 from converter.core.images import ImageResolver, reference_parts
 from converter.core.input_files import load_json
-from converter.core.sample import Keypoint, ObjectAnnotation, Polygon, Sample, SkippedSample, SourceContents
+from converter.core.sample import (
+    Keypoint,
+    ObjectAnnotation,
+    Polygon,
+    Sample,
+    SkipCollector,
+    SkipHandler,
+    SkippedSample,
+    SourceContents,
+)
 from converter.core.secret import Secret
 from converter.errors import SampleError, SampleLocation, UsageError
 from converter.sources._peek import json_file_head
@@ -393,11 +402,11 @@ class LabelStudioSource:
         self.annotation_rule = annotation_rule
         self._resolver = ImageResolver(images_root)
 
-    def read(self) -> SourceContents:
+    def read(self, on_skip: SkipHandler | None = None) -> SourceContents:
         export = self._load()
         config = export.config or LabelConfig()
         samples: list[Sample] = []
-        skipped: list[SkippedSample] = []
+        skipped = SkipCollector(on_skip)
         relations = 0
         for index, task in enumerate(export.tasks):
             location = SampleLocation(export.origin, None, _task_key(task, index))
@@ -419,7 +428,7 @@ class LabelStudioSource:
         }
         if relations:
             description["relations_ignored"] = str(relations)
-        return SourceContents(tuple(samples), tuple(skipped), native_order, description)
+        return SourceContents(tuple(samples), skipped.kept(), native_order, description)
 
     def _sample(self, task: Any, location: SampleLocation, config: LabelConfig) -> tuple[Sample, int]:
         if not isinstance(task, dict):

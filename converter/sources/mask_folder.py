@@ -48,7 +48,7 @@ from typing import Any, Literal
 import yaml
 
 from converter.core.input_files import read_text
-from converter.core.sample import Sample, SegmentationMask, SkippedSample, SourceContents
+from converter.core.sample import Sample, SegmentationMask, SkipCollector, SkipHandler, SkippedSample, SourceContents
 from converter.errors import SampleLocation, UsageError
 
 IMAGES_FOLDER = "images"
@@ -272,7 +272,7 @@ class MaskFolderSource:
         beside = label_map.parent / IMAGES_FOLDER
         return beside if beside.is_dir() else label_map.parent
 
-    def read(self) -> SourceContents:
+    def read(self, on_skip: SkipHandler | None = None) -> SourceContents:
         label_map = read_label_map(self.label_map)
         if not self.masks_root.is_dir():
             raise UsageError(
@@ -284,7 +284,7 @@ class MaskFolderSource:
         images = _by_stem(self.images_root, excluded=self.masks_root)
         masks = _by_stem(self.masks_root, excluded=self.images_root)
         samples: list[Sample] = []
-        skipped: list[SkippedSample] = []
+        skipped = SkipCollector(on_skip)
         for stem in sorted(images.keys() | masks.keys()):
             found_images, found_masks = images.get(stem, []), masks.get(stem, [])
             if len(found_images) == 1 and len(found_masks) == 1:
@@ -298,7 +298,7 @@ class MaskFolderSource:
             "masks": str(self.masks_root),
             "label_map": label_map.kind,
         }
-        return SourceContents(tuple(samples), tuple(skipped), label_map.class_order(), description)
+        return SourceContents(tuple(samples), skipped.kept(), label_map.class_order(), description)
 
     def _key(self, image: Path) -> str:
         return image.relative_to(self.images_root).as_posix()

@@ -25,6 +25,8 @@ from converter.core.sample import (
     ObjectAnnotation,
     Sample,
     SegmentationMask,
+    SkipCollector,
+    SkipHandler,
     SkippedSample,
     SourceContents,
 )
@@ -134,7 +136,7 @@ class SageMakerGroundTruthSource:
         self.label_attribute = label_attribute
         self._resolver = image_resolver(images_root)
 
-    def _lines(self, skipped: list[SkippedSample]) -> Iterator[_ParsedLine]:
+    def _lines(self, skipped: SkipCollector) -> Iterator[_ParsedLine]:
         try:
             stream = self.manifest.open(encoding="utf-8")
         except OSError as error:
@@ -164,7 +166,8 @@ class SageMakerGroundTruthSource:
         Two passes instead of holding every parsed line: a million parsed JSON lines take
         gigabytes, the samples built from them a fraction of that.
         """
-        counts = Counter(attribute for line in self._lines([]) for attribute in label_attributes(line.content))
+        ignored = SkipCollector(lambda _: None)  # the second pass reports them
+        counts = Counter(attribute for line in self._lines(ignored) for attribute in label_attributes(line.content))
         listed = ", ".join(f"{name} ({count} lines)" for name, count in sorted(counts.items())) or "none"
         if self.label_attribute is not None:
             if self.label_attribute not in counts:
@@ -179,8 +182,8 @@ class SageMakerGroundTruthSource:
             "(for an adjustment job, the adjusted one)"
         )
 
-    def read(self) -> SourceContents:
-        skipped: list[SkippedSample] = []
+    def read(self, on_skip: SkipHandler | None = None) -> SourceContents:
+        skipped = SkipCollector(on_skip)
         attribute = self._choose_attribute()
         samples: list[Sample] = []
         class_ids: dict[str, int] = {}
@@ -201,7 +204,7 @@ class SageMakerGroundTruthSource:
         description = {"source": "sagemaker_gt", "annotations": str(self.manifest), "images": str(self.images_root)}
         if attribute is not None:
             description["label_attribute"] = attribute
-        return SourceContents(tuple(samples), tuple(skipped), native_order, description)
+        return SourceContents(tuple(samples), skipped.kept(), native_order, description)
 
     def _parse_line(
         self, content: dict[str, Any], location: SampleLocation, attribute: str | None

@@ -62,6 +62,8 @@ from converter.core.sample import (
     Polygon,
     Sample,
     SegmentationMask,
+    SkipCollector,
+    SkipHandler,
     SkippedSample,
     SourceContents,
 )
@@ -682,9 +684,10 @@ class ScaleSource:
         self._files = files
         self._filter = task_filter
 
-    def read(self) -> SourceContents:
+    def read(self, on_skip: SkipHandler | None = None) -> SourceContents:
         loaded = self._load()
-        skipped = list(loaded.skipped)
+        skipped = SkipCollector(on_skip)
+        skipped.extend(loaded.skipped)
         parsed: list[ParsedTask] = []
         declared: set[str] = set()
         seen: set[str] = set()
@@ -712,7 +715,7 @@ class ScaleSource:
         description = {"source": "scale", "annotations": loaded.origin, **loaded.description}
         description.update(self._describe_filter(left_out))
         description.update(self._files.describe())
-        return SourceContents(tuple(samples), tuple(skipped), tuple(sorted(declared | used)), description)
+        return SourceContents(tuple(samples), skipped.kept(), tuple(sorted(declared | used)), description)
 
     def _describe_filter(self, left_out: int) -> dict[str, str]:
         described = {}

@@ -686,6 +686,9 @@ def finalize(
     summary = result.summary
     if not result.succeeded:
         _fail(f"{summary['failure']}; see {output.rstrip('/')}/report.json", code=1)
+    if result.already_merged:
+        typer.echo(f"nothing to finalize: {output} already holds the dataset of {result.parts} merged parts", err=True)
+        return
     typer.echo(
         f"merged {result.parts} parts: {summary['converted']} of {summary['input_samples']} samples converted "
         f"({', '.join(f'{split} {count}' for split, count in summary['converted_by_split'].items())}); "

@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-
 QUOTED_CHARACTERS = 60
 
 
@@ -23,7 +22,7 @@ def quoted(value: object, limit: int = QUOTED_CHARACTERS) -> str:
     (`'aaaa…zzzz' (5000 characters)`), so one value never floods a message.
     """
     text = value if isinstance(value, str) else repr(value)
-    escaped = ascii(text) if any(0xD800 <= ord(c) <= 0xDFFF for c in text) else repr(text)
+    escaped = repr(text)
     if len(escaped) <= limit:
         return escaped
     half = max(1, (limit - 1) // 2)

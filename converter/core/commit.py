@@ -34,6 +34,7 @@ naming it, found before any work, unless the user passes `--overwrite`.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -271,6 +272,12 @@ class OutputFolder:
                 continue
             remove_path(path)
 
+    def discard(self, generation: Path) -> None:
+        """Remove a generation that failed before it was committed (never the live one)."""
+        if generation != self.live_generation():
+            with contextlib.suppress(OSError):  # what cannot be removed now, the next run removes
+                remove_path(generation)
+
     # --- the commit ---------------------------------------------------------------------------
 
     def commit(self, generation: Path, names: Sequence[str], overwrite: bool) -> None:
@@ -284,22 +291,27 @@ class OutputFolder:
         fsync_folder(self.root)
         self._replace_link(self.state / CURRENT_LINK, generation.name)
         fsync_folder(self.state)
-        # Committed. What follows only tidies up: a kill here leaves leftovers, never a broken dataset.
-        for name in sorted(previous_names - set(names)):
-            path = self.root / name
-            if _is_ours(path) and not path.exists():
-                path.unlink()
-        if previous is not None and previous != generation:
-            remove_path(previous)
-        self.remove_leftovers(keep=[generation])
-        fsync_folder(self.root)
+        # Committed. What follows only tidies up: a kill or a failure here leaves leftovers (which
+        # verify names and the next run removes), never a broken dataset, so it never fails the run.
+        try:
+            for name in sorted(previous_names - set(names)):
+                path = self.root / name
+                if _is_ours(path) and not path.exists():
+                    path.unlink()
+            if previous is not None and previous != generation:
+                remove_path(previous)
+            self.remove_leftovers(keep=[generation])
+            fsync_folder(self.root)
+        except OSError:
+            return
 
     def commit_report_only(self, generation: Path) -> None:
         """A failed run: the previous dataset stays live; `report.json` shows this run's report."""
         flush_file_system(generation)
         self._link(REPORT, f"{STATE_FOLDER}/{generation.name}/{REPORT}")
         fsync_folder(self.root)
-        self.remove_leftovers(keep=[generation])
+        with contextlib.suppress(OSError):  # tidying up only: leftovers are removed by the next run
+            self.remove_leftovers(keep=[generation])
 
     def _link(self, name: str, target: str) -> None:
         """Point the top-level `name` at `target`, unless it already does (a live link follows `current`)."""

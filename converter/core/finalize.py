@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -59,6 +60,7 @@ class FinalizeResult:
     summary: ReportSummary
     succeeded: bool
     parts: int
+    already_merged: bool = False  # no parts left, and the live dataset is a merged one: nothing to do
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,24 @@ def finalize(location: str) -> FinalizeResult:
     with folder.locked():
         folder.check_writable()
         folder.remove_leftovers()
+        if not output.exists(PARTS_FOLDER):
+            merged = _already_merged(folder)
+            if merged is not None:
+                return merged
         return _merge(output, folder)
+
+
+def _already_merged(folder: OutputFolder) -> FinalizeResult | None:
+    """A rerun after a finalize that committed (and was perhaps killed while removing `parts/`)."""
+    previous = folder.previous_info()
+    workers = previous.get("input", {}).get("workers") if previous else None
+    if not isinstance(workers, int):
+        return None
+    try:
+        summary = json.loads((folder.root / REPORT).read_text(encoding="utf-8"))["summary"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return FinalizeResult(summary, succeeded=True, parts=workers, already_merged=True)
 
 
 def _merge(output: _Output, folder: OutputFolder | None) -> FinalizeResult:
@@ -188,9 +207,13 @@ def _commit_local(
         write_durably(generation / DATASET_INFO, yaml.safe_dump(info, sort_keys=False, allow_unicode=True))
         folder.commit(generation, names, overwrite=False)
     except BaseException:
-        remove_path(generation)
+        folder.discard(generation)
         raise
-    remove_path(folder.root / PARTS_FOLDER)
+    # One rename takes parts/ out of view, so a finalize killed while deleting it leaves no half
+    # folder behind: what is left lies in the state folder, and the next run removes it.
+    discarded = folder.state / f"tmp-parts-{uuid.uuid4().hex}"
+    (folder.root / PARTS_FOLDER).replace(discarded)
+    remove_path(discarded)
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

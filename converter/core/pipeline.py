@@ -269,10 +269,10 @@ def run(source: Source, sink: Sink[Any], config: ConvertConfig, events: RunEvent
             else:
                 folder.commit(generation, [*outcome.entries, REPORT, DATASET_INFO], config.overwrite)
         except OSError as error:
-            remove_path(generation)
+            folder.discard(generation)
             raise ConverterError(f"cannot write the dataset: {describe_os_error(error)}") from None
         except BaseException:
-            remove_path(generation)
+            folder.discard(generation)
             raise
     return RunResult(outcome.summary, succeeded=outcome.info is not None)
 
@@ -408,12 +408,14 @@ def _convert_with_report(
         report.add_skipped(location, code, reason)
         events.sample_skipped(location, code, reason)
 
-    for annotation_note in contents.annotation_notes:
+    for annotation_note in contents.annotation_notes if record_source_skips else ():
         report.add_object_note(annotation_note.location, None, annotation_note.code, annotation_note.message)
     admitted = []
     for sample in contents.samples:
         unknown = [name for name in sample.class_names() if name not in classes]
         if unknown:
+            if not record_source_skips:  # not this worker's to report: worker 0 reports it
+                continue
             skip(
                 sample.location,
                 "unknown_class",

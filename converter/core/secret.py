@@ -1,15 +1,178 @@
-"""A credential that cannot leak by accident into logs, reports, tracebacks or reprs."""
+"""Credentials that cannot leak by accident into messages, logs, reports or tracebacks.
+
+Two halves:
+
+- `Secret` holds a credential and prints as `Secret('***')`; `reveal()` is called only
+  where the value is sent. Making one *registers* its value (and the user name it is
+  sent with, if any) for `scrub`, process-wide: whatever wraps a credential in `Secret`
+  has also asked for it to be scrubbed, so no call site can forget the second step.
+- `scrub(text)` is applied where text leaves the process (the error line, each JSON log
+  event, the terminal summary, report.json and dataset_info.yaml). A server may quote
+  what it received, so a message can hold a credential in a form the converter never
+  wrote itself. `scrub` replaces with `***`:
+
+  1. every registered value, raw, JSON-escaped and URL-encoded (`quote` with and without
+     `/` safe, `quote_plus`);
+  2. its base64 in either alphabet (standard, urlsafe), padded or not, whatever comes
+     before or after it: `value`, `value:` (Scale's key as Basic user), `:value`,
+     `user:value` for any user. Base64 encodes 3 bytes as 4 characters, so where the
+     value starts inside the encoded bytes (offset 0, 1 or 2 modulo 3) decides its
+     characters; the characters determined by the value's bytes alone ("cores") are
+     the same whatever surrounds it, and the three cores are registered. A match is
+     widened to the whole run of base64 characters around it (the user part, the
+     characters shared with neighbouring bytes, `=` padding), so `Basic ***` remains;
+  3. **any 8 consecutive characters** of any of the forms above, not only the whole
+     form: messages are often shortened (a 300-character detail cut mid-key, an echo
+     cut to `Basic bGl2ZV84...`), and such a piece still narrows the secret down.
+     8 characters (48 bits of a base64 form, at least 8 characters of a raw value) is
+     both the most a shortened echo reveals unscrubbed and long enough that innocent
+     text (hashes, paths, words) essentially never matches by chance. A value shorter
+     than 8 characters is matched whole only; one shorter than `MIN_SECRET_CHARS` is
+     too short to find by content without blanking ordinary text, and is left to the
+     rules below;
+  4. whatever the value, by shape: URL user info (`scheme://user:pass@host` ->
+     `scheme://***@host`), the values of query parameters that carry credentials
+     (`CREDENTIAL_PARAMETERS`, any case, in a URL or a bare query string), header values
+     of `Authorization` / `Proxy-Authorization` / `X-Api-Key` / `Cookie`, and the token
+     after `Basic`, `Bearer` or `Token`.
+
+Scrubbing happens in the process that writes the text; worker processes inherit the
+registry when forked, and a `Secret` pickled into a spawned one registers itself again.
+"""
 
 from __future__ import annotations
 
+import base64
+import json
+import re
+import threading
+from collections.abc import Iterable
+from typing import Any, TypeVar
+from urllib.parse import quote, quote_plus, urlsplit
+
+from converter.errors import UsageError
+
+REDACTED = "***"
+MIN_SECRET_CHARS = 4
+"""Values shorter than this are not matched by content (they would blank ordinary text), only by shape."""
+FRAGMENT_CHARS = 8
+"""Any run of this many characters of a derived form is scrubbed, and widened to the whole run it belongs to."""
+
+CREDENTIAL_PARAMETERS = (
+    "token", "access_token", "refresh_token", "id_token", "auth", "api_key", "apikey", "api-key", "key",
+    "secret", "client_secret", "password", "passwd", "pwd", "signature", "sig", "awsaccesskeyid",
+    "x-amz-signature", "x-amz-credential", "x-amz-security-token",
+    "x-goog-signature", "x-goog-credential", "x-goog-security-token",
+)  # fmt: skip
+
+_BASE64_RUN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_")
+_USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)[^\s/?#@'\"<>]*(?:@[^\s/?#@'\"<>]*)*@", re.IGNORECASE)
+_QUERY_PARAMETER = re.compile(
+    r"(?<![\w.-])(" + "|".join(re.escape(name) for name in CREDENTIAL_PARAMETERS) + r")=[^&#\s'\"<>\\]+",
+    re.IGNORECASE,
+)
+_HEADER = re.compile(
+    r"\b((?:proxy-)?authorization|x-api-key|cookie)([\"']?\s*[:=]\s*[\"']?)[^\"'\r\n\\]+", re.IGNORECASE
+)
+# a token after an auth scheme: 8+ token68 characters, one of them (after the first) not a lowercase letter,
+# so that English ("basic authentication", "token refreshed") is left alone
+_SCHEME_TOKEN = re.compile(
+    r"\b((?i:basic|bearer|token)\s+)(?=[A-Za-z0-9._~+/=-]{8})[A-Za-z0-9._~+/-][a-z]*[0-9A-Z._~+/=-][A-Za-z0-9._~+/=-]*"
+)
+
+T = TypeVar("T")
+
+
+class _Registry:
+    """The registered values and what `scrub` looks for: 8-character fragments, and whole short forms."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: set[tuple[str, str | None]] = set()
+        self.fragments: dict[str, bool] = {}  # fragment -> whether it belongs only to base64 forms (widen it)
+        self.short_forms: dict[str, bool] = {}  # forms shorter than FRAGMENT_CHARS, matched whole
+
+    def add(self, value: str, user: str | None) -> None:
+        if len(value) < MIN_SECRET_CHARS:
+            return
+        with self._lock:
+            if (value, user) in self._values:
+                return
+            self._values.add((value, user))
+            fragments, short_forms = dict(self.fragments), dict(self.short_forms)
+            for form, encoded in _derived_forms(value, user):
+                target = short_forms if len(form) < FRAGMENT_CHARS else fragments
+                pieces = [form] if len(form) < FRAGMENT_CHARS else _windows(form)
+                for piece in pieces:
+                    target[piece] = target.get(piece, True) and encoded
+            self.fragments, self.short_forms = fragments, short_forms  # swapped whole: readers take no lock
+
+
+_REGISTRY = _Registry()
+
+
+def register(value: str, user: str | None = None) -> None:
+    """Have `scrub` remove `value` and its derived forms from now on (`user`: the name it is sent with)."""
+    _REGISTRY.add(value, user)
+
+
+def scrub(text: str) -> str:
+    """`text` with every registered secret (in any derived form) and every credential-shaped value as `***`."""
+    text = _scrub_registered(text)
+    text = _USERINFO.sub(rf"\1{REDACTED}@", text)
+    text = _QUERY_PARAMETER.sub(rf"\1={REDACTED}", text)
+    text = _HEADER.sub(rf"\1\2{REDACTED}", text)
+    return _SCHEME_TOKEN.sub(rf"\1{REDACTED}", text)
+
+
+def scrub_data(data: T) -> T:
+    """`data` (JSON- or YAML-like: dicts, lists, tuples, strings) with every string, keys included, scrubbed."""
+    scrubbed: Any
+    if isinstance(data, str):
+        scrubbed = scrub(data)
+    elif isinstance(data, dict):
+        scrubbed = {scrub_data(key): scrub_data(value) for key, value in data.items()}
+    elif isinstance(data, list | tuple):
+        scrubbed = type(data)(scrub_data(item) for item in data)
+    else:
+        scrubbed = data
+    return scrubbed  # type: ignore[no-any-return]
+
+
+def refuse_url_credentials(url: str, option: str) -> None:
+    """Raise `UsageError` if `url` carries user info, after registering its password, which the message omits.
+
+    A service's credentials come from the environment or a file, never from a URL: a URL is
+    shown in messages and written into dataset_info.yaml, and the Authorization header is
+    taken by the token, so a `user:password@` could be neither sent nor kept out of sight.
+    """
+    try:
+        parts = urlsplit(url)
+        user, password = parts.username, parts.password
+    except ValueError:  # an unparsable host or port: not ours to judge here, nor to echo
+        return
+    if user is None and password is None:
+        return
+    if password:
+        register(password, user)
+    raise UsageError(
+        f"{option} must not carry a user name or password ({scrub(url)}); pass the server's root URL alone, "
+        "the credentials come from the environment or a file"
+    )
+
 
 class Secret:
-    """Holds an API key or token; prints as `Secret('***')`. Call `reveal()` where it is sent."""
+    """Holds an API key or token; prints as `Secret('***')`. Call `reveal()` where it is sent.
+
+    Making one registers the value for `scrub` (with `user`, the name it is sent with in
+    HTTP Basic auth, if any): a credential the converter holds is a credential it scrubs.
+    """
 
     __slots__ = ("_value",)
 
-    def __init__(self, value: str) -> None:
+    def __init__(self, value: str, *, user: str | None = None) -> None:
         self._value = value
+        register(value, user)
 
     def reveal(self) -> str:
         return self._value
@@ -19,8 +182,76 @@ class Secret:
 
     __str__ = __repr__
 
+    def __reduce__(self) -> tuple[type[Secret], tuple[str]]:
+        """Unpickling goes through `__init__`, so a spawned worker process registers the value too."""
+        return (Secret, (self._value,))
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Secret) and other._value == self._value
 
     def __hash__(self) -> int:
         return hash(("Secret", self._value))
+
+
+def _derived_forms(value: str, user: str | None) -> Iterable[tuple[str, bool]]:
+    """`(form, is_base64)` for every form the value may travel or be quoted in."""
+    yield value, False
+    yield json.dumps(value)[1:-1], False
+    yield json.dumps(value, ensure_ascii=True)[1:-1], False
+    for encoded in (quote(value, safe=""), quote(value), quote_plus(value)):
+        yield encoded, False
+    raw = value.encode()
+    combinations = [raw, raw + b":", b":" + raw] + ([f"{user}:".encode() + raw] if user else [])
+    for alphabet in (base64.b64encode, base64.urlsafe_b64encode):
+        for combination in combinations:
+            encoded = alphabet(combination).decode()
+            yield encoded, True
+            yield encoded.rstrip("="), True
+        for offset in range(3):  # the value starting at byte 0, 1 or 2 of a 3-byte group
+            encoded = alphabet(b"\0" * offset + raw).decode()
+            first = -(-8 * offset // 6)  # characters holding any bit of the bytes before the value
+            last = 8 * (offset + len(raw)) // 6  # characters holding only bits of the value and before
+            if last - first >= FRAGMENT_CHARS:
+                yield encoded[first:last], True
+
+
+def _windows(form: str) -> list[str]:
+    return [form[start : start + FRAGMENT_CHARS] for start in range(len(form) - FRAGMENT_CHARS + 1)]
+
+
+def _scrub_registered(text: str) -> str:
+    """Blank every fragment of a registered form; base64 ones widened to their run of base64 characters."""
+    fragments, short_forms = _REGISTRY.fragments, _REGISTRY.short_forms
+    if not fragments and not short_forms:
+        return text
+    spans: list[tuple[int, int, bool]] = []
+    for start in range(len(text) - FRAGMENT_CHARS + 1):
+        widen = fragments.get(text[start : start + FRAGMENT_CHARS])
+        if widen is not None:
+            spans.append((start, start + FRAGMENT_CHARS, widen))
+    for form, widen in short_forms.items():
+        start = text.find(form)
+        while start >= 0:
+            spans.append((start, start + len(form), widen))
+            start = text.find(form, start + 1)
+    if not spans:
+        return text
+    widened: list[tuple[int, int]] = []
+    for start, end, widen in spans:
+        if widen:
+            while start > 0 and text[start - 1] in _BASE64_RUN:
+                start -= 1
+            while end < len(text) and (text[end] in _BASE64_RUN or text[end] == "="):
+                end += 1
+        widened.append((start, end))
+    merged: list[list[int]] = []
+    for start, end in sorted(widened):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    pieces, position = [], 0
+    for start, end in merged:
+        pieces.append(text[position:start] + REDACTED)
+        position = end
+    return "".join(pieces) + text[position:]

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from converter.core.scaleout import PART_MANIFEST
+from converter.core.secret import scrub
 from converter.errors import ConverterError, UsageError
 
 if TYPE_CHECKING:
@@ -180,7 +181,8 @@ def safe_reason(error: BaseException) -> str:
 
     Backends put URLs (presigned ones carry signatures in their query) and sometimes
     credential scopes into their messages; the values of the credential variables are
-    blanked too, in case a backend ever echoes one.
+    blanked too, in case a backend ever echoes one, and `scrub` removes every registered
+    secret and credential-shaped text (user info, `Authorization` headers) last.
     """
     lines = str(error).strip().splitlines()
     text = lines[0] if lines else ""
@@ -190,7 +192,7 @@ def safe_reason(error: BaseException) -> str:
         if len(value) >= 4:
             text = text.replace(value, "[redacted]")
     name = type(error).__name__
-    return f"{name}: {text}" if text else name
+    return f"{name}: {scrub(text)}" if text else name
 
 
 @contextmanager

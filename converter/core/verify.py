@@ -232,6 +232,9 @@ def verify_dataset(dataset_info_path: Path) -> Verification:
 
 def _verify(base: Path, info: dict[str, Any], result: Verification) -> None:
     problems = result.problems
+    malformed = [split for split in SPLIT_NAMES if split in info and not isinstance(info[split], dict)]
+    if malformed or not any(isinstance(info.get(split), dict) for split in SPLIT_NAMES):
+        raise DamagedInfoError(f"no readable split ({', '.join(SPLIT_NAMES)})")
     listed_files: set[Path] = set()
     for split in SPLIT_NAMES:
         entry = info.get(split)

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 IMAGE ?= dataset-converter:latest
 
-.PHONY: install demo test lint bench docker-build docker-test clean
+.PHONY: install demo test lint bench docker-build docker-test clean strace
 
 install: $(INSTALLED)
 
@@ -20,8 +20,14 @@ demo: install
 	$(BIN)/dataset-converter convert -a examples/sagemaker_gt -o out/example --split 0.8,0.1,0.1
 	$(BIN)/dataset-converter verify out/example
 
+## strace injects kills and disk-full errors in the crash-consistency tests (a Debian package).
+strace:
+	@command -v strace >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& (apt-get install -y -q strace >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q strace >/dev/null)); } \
+		|| echo "strace is not installed: the crash-consistency tests will skip (apt-get install strace)" >&2
+
 ## The whole test suite, container test included when a Docker engine is reachable.
-test: install
+test: install strace
 	$(BIN)/ruff check converter tests scripts
 	$(BIN)/mypy
 	$(BIN)/pytest; status=$$?; \

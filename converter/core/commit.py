@@ -64,10 +64,10 @@ class OutputLockedError(UsageError):
 
 
 def owned_entries(document: Any) -> list[str]:
-    """The `entries` a dataset_info.yaml lists, kept only when each is one plain top-level name.
+    """The `entries` a dataset_info.yaml (or a remote publishing marker) lists, each one plain top-level name.
 
-    A hand-edited file never makes a run remove anything outside the output folder, nor
-    below a name the dataset does not own at the top.
+    A hand-edited file never makes a run remove anything outside the output folder or
+    prefix, nor below a name the dataset does not own at the top.
     """
     entries = document.get("entries") if isinstance(document, dict) else None
     if not isinstance(entries, list):
@@ -76,12 +76,11 @@ def owned_entries(document: Any) -> list[str]:
 
 
 def _is_plain_name(entry: object) -> bool:
+    """One name in the folder: no path, and no glob character (fsspec expands globs in paths it removes)."""
     return (
         isinstance(entry, str)
         and entry not in ("", ".", "..", STATE_FOLDER)
-        and "/" not in entry
-        and "\\" not in entry
-        and "\x00" not in entry
+        and not any(character in entry for character in "/\\\x00*?[]")
     )
 
 

@@ -32,10 +32,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import yaml
 
+from converter.core.commit import DATASET_INFO, REPORT, STATE_FOLDER, owned_entries
 from converter.core.scaleout import PART_MANIFEST
 from converter.core.secret import scrub
 from converter.errors import ConverterError, UsageError
@@ -44,9 +45,6 @@ if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
 REMOTE_SCHEMES = ("s3", "gs", "gcs")
-# converter.core.pipeline's names; it cannot be imported here (it imports `sample`, which imports this module)
-DATASET_INFO = "dataset_info.yaml"
-REPORT = "report.json"
 PUBLISHING_MARKER = ".dataset-converter-publishing.yaml"
 """Lists, while a publish runs, every entry it may leave half-written; the next publish removes them."""
 
@@ -59,7 +57,6 @@ CREDENTIAL_VARIABLES = (
 )
 _URL_QUERY = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s?#'\"]*)\?[^\s'\"]*", re.IGNORECASE)
 _SIGNATURE_FIELDS = re.compile(r"\b(Credential|Signature|X-Amz-[A-Za-z-]+|access_token)=[^\s,;&'\"]+")
-_GLOB_CHARACTERS = re.compile(r"[*?\[\]]")
 
 
 def is_remote(location: str) -> bool:
@@ -280,33 +277,16 @@ def publish_part(local_part_dir: Path, url_of_part: RemotePath) -> None:
     fs = filesystem(url_of_part.protocol)
     _remove(fs, [url_of_part / PART_MANIFEST])
     _remove(fs, [url_of_part])
-    files = sorted(path for path in local_part_dir.rglob("*") if path.is_file())
+    files = sorted(
+        path
+        for path in local_part_dir.rglob("*")
+        if path.is_file() and STATE_FOLDER not in path.relative_to(local_part_dir).parts  # the part's lock
+    )
     manifest = local_part_dir / PART_MANIFEST
     pairs = [(path, url_of_part / path.relative_to(local_part_dir).as_posix()) for path in files if path != manifest]
     _upload(fs, url_of_part, pairs)
     if manifest.is_file():
         _upload(fs, url_of_part, [(manifest, url_of_part / PART_MANIFEST)])
-
-
-def owned_entries(document: Any) -> list[str]:
-    """The `entries` a dataset_info.yaml (or the publishing marker) lists, kept only when safely inside its folder.
-
-    As in the local commit: a hand-edited file never makes us delete anything outside the
-    folder or prefix. `finalize` uses it too, on local folders and prefixes alike.
-    """
-    entries = document.get("entries") if isinstance(document, dict) else None
-    if not isinstance(entries, list):
-        return []
-    safe = []
-    for entry in entries:
-        if not isinstance(entry, str):
-            continue
-        normalized = posixpath.normpath(entry)
-        outside = entry.startswith("/") or normalized in (".", "..") or normalized.startswith("../")
-        if outside or _GLOB_CHARACTERS.search(entry):  # fsspec expands globs in paths it removes
-            continue
-        safe.append(normalized)
-    return safe
 
 
 def _previous_entries(fs: AbstractFileSystem, url: RemotePath) -> list[str]:

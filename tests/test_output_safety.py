@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -365,7 +366,13 @@ def test_verify_fails_on_a_stray_shard_and_a_stray_split_folder(dataset: Path) -
 
 
 @pytest.mark.parametrize(
-    "listed", ["../../../../../../etc/passwd", "/etc/passwd", "tfrecord_train/../../outside.tfrecord", "tfrecord_train/escape.tfrecord"]
+    "listed",
+    [
+        "../../../../../../etc/passwd",
+        "/etc/passwd",
+        "tfrecord_train/../../outside.tfrecord",
+        "tfrecord_train/escape.tfrecord",  # a link to /etc/passwd
+    ],
 )
 def test_verify_refuses_listed_paths_that_leave_the_dataset(dataset: Path, tmp_path: Path, listed: str) -> None:
     (tmp_path / "outside.tfrecord").write_bytes(b"outside")
@@ -490,3 +497,22 @@ def test_max_skipped_stops_reading_as_soon_as_it_is_exceeded(export: Export, tmp
     assert report["summary"]["skipped"] == 11  # the 11th skip stopped the read: the other 29,989 lines were not read
     assert "reading stopped" in report["summary"]["failure"]
     assert not (output / "dataset_info.yaml").exists()
+
+
+def test_memory_does_not_grow_with_the_number_of_bad_lines(export: Export, tmp_path: Path) -> None:
+    """Peak Python allocations of a whole in-process run, for 10 times more garbage lines: flat."""
+    from builders import convert as convert_in_process
+
+    def peak_bytes(bad_lines: int) -> int:
+        manifest = _garbage_manifest(export, bad_lines)
+        tracemalloc.start()
+        try:
+            result = convert_in_process("-a", manifest, "-i", export.images, "-o", tmp_path / f"out{bad_lines}")
+            assert result.exit_code == 0, result.stderr
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    peak_bytes(100)  # imports and caches are allocated once, by the first run
+    small, large = peak_bytes(6_000), peak_bytes(60_000)
+    assert large < small * 1.5, (small, large)  # held entries would add megabytes per 10,000 lines

@@ -262,19 +262,37 @@ def run(source: Source, sink: Sink[Any], config: ConvertConfig, events: RunEvent
         names = [*sink.entry_names(config.fractions.active_splits()), DATASET_INFO, REPORT]
         folder.check_ownership(names, config.overwrite)
         generation = folder.new_generation()
+        report = Report()
         try:
-            outcome = _convert_into(generation, source, sink, config, events)
+            outcome = _convert_with_report(generation, source, sink, config, events, report)
             if outcome.info is None:
                 folder.commit_report_only(generation)
             else:
                 folder.commit(generation, [*outcome.entries, REPORT, DATASET_INFO], config.overwrite)
         except OSError as error:
             folder.discard(generation)
-            raise ConverterError(f"cannot write the dataset: {describe_os_error(error)}") from None
+            failure = f"cannot write the dataset: {describe_os_error(error)}"
+            _commit_failure_report(folder, report, failure)
+            raise ConverterError(failure) from None
         except BaseException:
             folder.discard(generation)
             raise
+        finally:
+            report.close()
     return RunResult(outcome.summary, succeeded=outcome.info is not None)
+
+
+def _commit_failure_report(folder: OutputFolder, report: Report, failure: str) -> None:
+    """After a write failure (a full disk), show a report of what the run met, where one can still be written."""
+    generation = None
+    try:
+        generation = folder.new_generation()
+        summary = report.summary(input_samples=report.skipped, converted_by_split={}, failure=failure)
+        report.write(generation / REPORT, summary)
+        folder.commit_report_only(generation)
+    except (OSError, UsageError):
+        if generation is not None:
+            folder.discard(generation)
 
 
 def _run_part(
@@ -293,8 +311,9 @@ def _run_part(
     with part.locked():
         part.remove_leftovers()
         staging = part.new_generation()
+        report = Report()
         try:
-            outcome = _convert_into(staging, source, sink, config, events)
+            outcome = _convert_with_report(staging, source, sink, config, events, report)
             part_info = None
             if outcome.info is not None:
                 part_info = {
@@ -309,6 +328,7 @@ def _run_part(
         except OSError as error:
             raise ConverterError(f"cannot write the part: {describe_os_error(error)}") from None
         finally:
+            report.close()
             remove_path(staging)
     return RunResult(outcome.summary, succeeded=outcome.info is not None)
 
@@ -375,16 +395,6 @@ def _read_source(
         return _SourceRead(source.read(on_skip), skipped)
     except _TooManySkipped:
         return _SourceRead(None, skipped)
-
-
-def _convert_into(
-    staging: Path, source: Source, sink: Sink[Any], config: ConvertConfig, events: RunEvents
-) -> _Outcome:
-    report = Report()
-    try:
-        return _convert_with_report(staging, source, sink, config, events, report)
-    finally:
-        report.close()
 
 
 def _convert_with_report(

@@ -113,6 +113,16 @@ def flush_file_system(folder: Path) -> None:
         os.close(descriptor)
 
 
+def write_durably(path: Path, text: str) -> None:
+    """Write a small text file under a temporary name, fsync it, rename it into place."""
+    temporary = path.with_name(f".{path.name}.partial")
+    with temporary.open("w", encoding="utf-8", errors="backslashreplace") as stream:
+        stream.write(text)
+        stream.flush()
+        os.fsync(stream.fileno())
+    temporary.replace(path)
+
+
 def _link_target(path: Path) -> str | None:
     try:
         return str(path.readlink())

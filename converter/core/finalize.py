@@ -34,8 +34,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 
-from converter.core.commit import DATASET_INFO, REPORT, OutputFolder, owned_entries, remove_path
-from converter.core.pipeline import write_durably
+from converter.core.commit import DATASET_INFO, REPORT, OutputFolder, owned_entries, remove_path, write_durably
 from converter.core.report import Report, ReportDocument, ReportSummary
 from converter.core.scaleout import PART_MANIFEST, PARTS_FOLDER
 from converter.core.split import SPLIT_NAMES

@@ -16,7 +16,6 @@ input costs no memory however much of it there is.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -37,6 +36,7 @@ from converter.core.commit import (
     flush_file_system,
     fsync_folder,
     remove_path,
+    write_durably,
 )
 from converter.core.materialize import RecordOptions
 from converter.core.parallel import available_cpus, ordered_map, start_fork_server
@@ -353,16 +353,6 @@ def _commit_part(staging: Path, part_dir: Path, part_info: dict[str, Any] | None
     fsync_folder(part_dir)
 
 
-def write_durably(path: Path, text: str) -> None:
-    """Write a small text file under a temporary name, fsync it, rename it into place."""
-    temporary = path.with_name(f".{path.name}.partial")
-    with temporary.open("w", encoding="utf-8", errors="backslashreplace") as stream:
-        stream.write(text)
-        stream.flush()
-        os.fsync(stream.fileno())
-    temporary.replace(path)
-
-
 @dataclass
 class _SourceRead:
     contents: SourceContents | None  # None: a --max-skipped count was exceeded while reading
@@ -414,10 +404,6 @@ def _convert_with_report(
         )
     classes = build_class_list(contents.native_class_order, config.pinned_classes, config.allow_new_classes)
 
-    def skip(location: SampleLocation, code: str, reason: str) -> None:
-        report.add_skipped(location, code, reason)
-        events.sample_skipped(location, code, reason)
-
     for annotation_note in contents.annotation_notes if record_source_skips else ():
         report.add_object_note(annotation_note.location, None, annotation_note.code, annotation_note.message)
     admitted = []
@@ -426,12 +412,12 @@ def _convert_with_report(
         if unknown:
             if not record_source_skips:  # not this worker's to report: worker 0 reports it
                 continue
-            skip(
-                sample.location,
-                "unknown_class",
+            reason = (
                 f"classes {', '.join(map(quoted, unknown))} are not in the --classes list; add them to it or pass "
-                "--allow-new-classes",
+                "--allow-new-classes"
             )
+            report.add_skipped(sample.location, "unknown_class", reason)
+            events.sample_skipped(sample.location, "unknown_class", reason)
         else:
             admitted.append(sample)
 
@@ -458,38 +444,10 @@ def _convert_with_report(
     _check_free_space(staging, plan)
     events.started(sum(len(members) for members in plan.values()), report.skipped)
 
-    encoder = sink.record_encoder(options)
-    writers = {split: sink.open_split(staging, split, options) for split in plan}
-    counts: dict[SplitName, _ClassCounts] = {split: _ClassCounts({}, {}) for split in plan}
-    queue = [(split, sample) for split, members in plan.items() for sample in members]
     if allowed_skips is not None and report.skipped > allowed_skips:
-        queue = []  # the source's own skips already exceed the limit: convert nothing
-    workers = _pool_size(config.workers, options, combinations is not None, len(queue))
-    results = ordered_map(
-        convert_sample,
-        (sample for _, sample in queue),
-        workers,
-        chunk_size=_chunk_size(len(queue), workers),
-        initializer=install,
-        initargs=(WorkerSettings(classes, options, combinations, encoder),),
-    )
-    try:
-        for (split, sample), result in zip(queue, results, strict=True):
-            if isinstance(result, FailedSample):
-                skip(sample.location, result.code, result.message)
-                if allowed_skips is not None and report.skipped > allowed_skips:
-                    break
-                continue
-            writers[split].write(result.payload)
-            counts[split].add(result)
-            for note in result.notes:
-                report.add_object_note(sample.location, note.object_index, note.code, note.message)
-            for warning in result.warnings:
-                report.add_warning(sample.location, warning)
-            events.sample_done()
-    finally:
-        results.close()  # stops the workers now when the loop broke off early
-    outputs: dict[SplitName, SplitOutput] = {split: writer.close() for split, writer in writers.items()}
+        plan = {split: [] for split in plan}  # the source's own skips already exceed the limit: convert nothing
+    settings = WorkerSettings(classes, options, combinations, sink.record_encoder(options))
+    outputs, counts = _write_records(staging, sink, plan, settings, config.workers, report, events, allowed_skips)
 
     converted: dict[str, int] = {split: output.samples for split, output in outputs.items()}
     if allowed_skips is not None and report.skipped > allowed_skips:
@@ -511,22 +469,13 @@ def _convert_with_report(
     class_names = [*classes.names, *(combinations.names if combinations else [])]
     entries = [entry for output in outputs.values() for entry in output.entries]
     entries += sink.finish(staging, class_names)
-    masks = None
-    if options.class_masks:
-        masks = {
-            "format": "png, single channel: 0 background, class ids from 1, 255 ignore",
-            "overlap": config.overlap,
-            **({"class_priority": list(config.class_priority)} if config.overlap == "priority" else {}),
-            **({"combinations": combinations.components()} if combinations else {}),
-            "instance_masks": config.instance_masks,
-        }
     info = _dataset_info(
         class_names,
         outputs,
         counts,
         config,
         sink.describe_layout(options),
-        masks,
+        _masks_description(config, combinations) if options.class_masks else None,
         {
             **contents.description,
             "samples": input_samples,
@@ -541,6 +490,62 @@ def _convert_with_report(
         info["allowed_skips"] = allowed_skips
     events.finished(summary)
     return _Outcome(summary, info, entries)
+
+
+def _write_records(
+    staging: Path,
+    sink: Sink[Any],
+    plan: dict[SplitName, list[Sample]],
+    settings: WorkerSettings,
+    requested_workers: int | None,
+    report: Report,
+    events: RunEvents,
+    allowed_skips: int | None,
+) -> tuple[dict[SplitName, SplitOutput], dict[SplitName, _ClassCounts]]:
+    """Convert the planned samples on the workers and write each split's records in the seeded order.
+
+    Stops early once `allowed_skips` is exceeded; every sample not written is in the report.
+    """
+    writers = {split: sink.open_split(staging, split, settings.options) for split in plan}
+    counts: dict[SplitName, _ClassCounts] = {split: _ClassCounts({}, {}) for split in plan}
+    queue = [(split, sample) for split, members in plan.items() for sample in members]
+    workers = _pool_size(requested_workers, settings.options, settings.combinations is not None, len(queue))
+    results = ordered_map(
+        convert_sample,
+        (sample for _, sample in queue),
+        workers,
+        chunk_size=_chunk_size(len(queue), workers),
+        initializer=install,
+        initargs=(settings,),
+    )
+    try:
+        for (split, sample), result in zip(queue, results, strict=True):
+            if isinstance(result, FailedSample):
+                report.add_skipped(sample.location, result.code, result.message)
+                events.sample_skipped(sample.location, result.code, result.message)
+                if allowed_skips is not None and report.skipped > allowed_skips:
+                    break
+                continue
+            writers[split].write(result.payload)
+            counts[split].add(result)
+            for note in result.notes:
+                report.add_object_note(sample.location, note.object_index, note.code, note.message)
+            for warning in result.warnings:
+                report.add_warning(sample.location, warning)
+            events.sample_done()
+    finally:
+        results.close()  # stops the workers now when the loop broke off early
+    return {split: writer.close() for split, writer in writers.items()}, counts
+
+
+def _masks_description(config: ConvertConfig, combinations: CombinationClasses | None) -> dict[str, Any]:
+    return {
+        "format": "png, single channel: 0 background, class ids from 1, 255 ignore",
+        "overlap": config.overlap,
+        **({"class_priority": list(config.class_priority)} if config.overlap == "priority" else {}),
+        **({"combinations": combinations.components()} if combinations else {}),
+        "instance_masks": config.instance_masks,
+    }
 
 
 def _failed(

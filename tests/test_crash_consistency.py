@@ -172,14 +172,20 @@ def _sweep(
     return len(points)
 
 
-def test_convert_killed_at_every_file_system_call_leaves_one_whole_dataset(strace: str, tmp_path: Path) -> None:
-    export = detection_export(tmp_path / "export", 12)
+@pytest.mark.parametrize(
+    ("images", "previous_format", "new_format"),
+    [(12, "tfrecord", "tfrecord"), (5, "tfrecord", "json")],  # shards; then a file per image replacing shards
+)
+def test_convert_killed_at_every_file_system_call_leaves_one_whole_dataset(
+    strace: str, tmp_path: Path, images: int, previous_format: str, new_format: str
+) -> None:
+    export = detection_export(tmp_path / "export", images)
     export.write()
     common = ["convert", "-a", export.manifest, "-i", export.images, "--workers", "1", "-o"]
     previous = tmp_path / "previous"
     # The previous dataset has a test split and other shards, so a stale entry would show.
-    assert _run([*common, previous, "-s", "0.6,0.2,0.2", "--seed", "1"]).returncode == 0
-    new_options = ["-s", "0.5", "--seed", "2", "-p", "0.01"]
+    assert _run([*common, previous, "-s", "0.6,0.2,0.2", "--seed", "1", "-f", previous_format]).returncode == 0
+    new_options = ["-s", "0.5", "--seed", "2", "-p", "0.01", "-f", new_format]
     clean_output = tmp_path / "clean"
     assert _run([*common, clean_output, *new_options]).returncode == 0
     clean = dataset_view(clean_output)

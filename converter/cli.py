@@ -28,7 +28,7 @@ from converter.core.finalize import finalize as finalize_parts
 from converter.core.pipeline import ConvertConfig, SkipLimit, run
 from converter.core.report import ReportSummary
 from converter.core.scaleout import NUM_WORKERS_VARIABLE, WORKER_INDEX_VARIABLE, resolve_worker_slice
-from converter.core.secret import Secret
+from converter.core.secret import Secret, refuse_url_credentials, scrub, scrub_data
 from converter.core.shard import megabytes_to_bytes
 from converter.core.split import SPLIT_NAMES, parse_split_fractions
 from converter.core.storage import RemotePath, as_location
@@ -79,7 +79,9 @@ class AnnotationRule(enum.StrEnum):
 def _secret_from(path: Path | None, variable: str, what: str) -> Secret:
     """A credential from a file (its path given by an option), else from an environment variable.
 
-    Wrapped in `Secret` at once, so it never reaches a log line, a report or a traceback.
+    Wrapped in `Secret` at once, so it never reaches a log line, a report or a traceback, and
+    registered for `scrub` by that, so that no derived form of it (base64, a piece a server
+    quoted) does either.
     """
     secret = _optional_secret(path, variable)
     if secret is None:
@@ -105,11 +107,12 @@ def _note(events: JsonLogEvents | TerminalEvents, event: str, destination: Remot
     if isinstance(events, JsonLogEvents):
         events.log(event, destination=str(destination))
     else:
-        typer.echo(f"{event} {destination}", err=True)
+        typer.echo(scrub(f"{event} {destination}"), err=True)
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    typer.echo(f"ERROR: {message}", err=True)
+    """The one error line, scrubbed: messages may quote what a server echoed back."""
+    typer.echo(f"ERROR: {scrub(message)}", err=True)
     raise typer.Exit(code=code)
 
 
@@ -124,7 +127,8 @@ class JsonLogEvents:
 
     @staticmethod
     def log(event: str, **fields: Any) -> None:
-        line = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": event, **fields}
+        """One event; every string in it scrubbed (skip reasons and destinations may quote URLs or servers)."""
+        line = scrub_data({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": event, **fields})
         sys.stderr.write(json.dumps(line, ensure_ascii=False) + "\n")
         sys.stderr.flush()
 
@@ -186,10 +190,12 @@ class TerminalEvents:
     def finished(self, summary: ReportSummary) -> None:
         self._progress.stop()
         typer.echo(
-            f"{summary['converted']} of {summary['input_samples']} samples converted "
-            f"({', '.join(f'{split} {count}' for split, count in summary['converted_by_split'].items())}); "
-            f"{summary['skipped']} skipped, {summary['clipped_boxes']} boxes clipped, "
-            f"{summary['dropped_boxes']} dropped; details in report.json",
+            scrub(
+                f"{summary['converted']} of {summary['input_samples']} samples converted "
+                f"({', '.join(f'{split} {count}' for split, count in summary['converted_by_split'].items())}); "
+                f"{summary['skipped']} skipped, {summary['clipped_boxes']} boxes clipped, "
+                f"{summary['dropped_boxes']} dropped; details in report.json"
+            ),
             err=True,
         )
 
@@ -369,7 +375,9 @@ def convert(
         typer.Option(
             "--labelstudio-url",
             rich_help_panel=LABEL_STUDIO_PANEL,
-            help="Pull annotations from a running Label Studio server instead of an export file (needs --project).",
+            help="Pull annotations from a running Label Studio server instead of an export file (needs --project). "
+            "Its root URL only: a URL with user:password@ is refused (exit 2), the token comes from "
+            "LABEL_STUDIO_API_KEY or --labelstudio-token-path.",
         ),
     ] = None,
     project: Annotated[
@@ -547,6 +555,7 @@ def convert(
         if worker_slice is not None and absolute_paths:
             raise UsageError("--absolute-paths cannot be combined with --num-workers: parts are merged by finalize")
         if labelstudio_url is not None:
+            refuse_url_credentials(labelstudio_url, "--labelstudio-url")  # before anything can echo the URL
             if project is None:
                 raise UsageError("--labelstudio-url needs --project (the Label Studio project id)")
             located = LocatedExport("labelstudio", None, as_location(annotations))
@@ -639,7 +648,7 @@ def verify(
     verification = verify_dataset(info_path)
     problems = verification.problems
     for note in verification.notes:
-        typer.echo(f"NOTE: {note}", err=True)
+        typer.echo(scrub(f"NOTE: {note}"), err=True)
     info = yaml.safe_load(info_path.read_text(encoding="utf-8")) if not problems else {}
     record_layout = info.get("record_layout", {})
     sharded = record_layout.get("format", "tfrecord") == "tfrecord"
@@ -659,7 +668,7 @@ def verify(
             _, problems = check_record_contents(shards, list(info["classes"]), record_layout.get("layout", ""))
             checked += ", and every record parsed by TensorFlow"
     for problem in problems:
-        typer.echo(f"ERROR: {problem}", err=True)
+        typer.echo(scrub(f"ERROR: {problem}"), err=True)
     if problems:
         raise typer.Exit(code=1)
     typer.echo(f"OK: {verification.records} records in the {listed} listed by {info_path} ({checked})")
@@ -687,12 +696,13 @@ def finalize(
     if not result.succeeded:
         _fail(f"{summary['failure']}; see {output.rstrip('/')}/report.json", code=1)
     if result.already_merged:
-        typer.echo(f"nothing to finalize: {output} already holds the dataset of {result.parts} merged parts", err=True)
+        done = f"nothing to finalize: {output} already holds the dataset of {result.parts} merged parts"
+        typer.echo(scrub(done), err=True)
         return
     typer.echo(
         f"merged {result.parts} parts: {summary['converted']} of {summary['input_samples']} samples converted "
         f"({', '.join(f'{split} {count}' for split, count in summary['converted_by_split'].items())}); "
-        f"{summary['skipped']} skipped; details in report.json",
+        f"{summary['skipped']} skipped; details in report.json",  # numbers and split names only: nothing to scrub
         err=True,
     )
 
@@ -714,7 +724,7 @@ def main() -> None:
         if os.environ.get(DEBUG_VARIABLE):
             raise
         typer.echo(
-            f"ERROR: internal error ({type(error).__name__}: {quoted(str(error), 200)}); rerun with "
+            f"ERROR: internal error ({type(error).__name__}: {quoted(scrub(str(error)), 200)}); rerun with "
             f"{DEBUG_VARIABLE}=1 for the traceback, and please report it",
             err=True,
         )

@@ -29,3 +29,11 @@ def shared_samples() -> Path:
             pytest.fail(message + " and DATASET_CONVERTER_REQUIRE_SHARED is set")
         pytest.skip(message + " (they sit beside the project in the development checkout)")
     return SHARED_SAMPLES
+
+
+@pytest.fixture(autouse=True)
+def _forget_registered_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no registered secret: in-process runs would otherwise pile them up."""
+    from converter.core import secret
+
+    monkeypatch.setattr(secret, "_REGISTRY", secret._Registry())

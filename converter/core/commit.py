@@ -48,6 +48,7 @@ from typing import Any
 
 import yaml
 
+from converter.core.secret import scrub_data
 from converter.errors import ConverterError, UsageError
 
 STATE_FOLDER = ".dataset-converter"
@@ -111,6 +112,11 @@ def flush_file_system(folder: Path) -> None:
         os.sync()
     finally:
         os.close(descriptor)
+
+
+def yaml_text(document: dict[str, Any]) -> str:
+    """A dataset_info.yaml (or part.yaml) as written: scrubbed of credentials before it is serialized."""
+    return yaml.safe_dump(scrub_data(document), sort_keys=False, allow_unicode=True)
 
 
 def write_durably(path: Path, text: str) -> None:

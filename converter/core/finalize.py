@@ -34,10 +34,17 @@ from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 
-from converter.core.commit import DATASET_INFO, REPORT, OutputFolder, owned_entries, remove_path, write_durably
+from converter.core.commit import (
+    DATASET_INFO,
+    REPORT,
+    OutputFolder,
+    owned_entries,
+    remove_path,
+    write_durably,
+    yaml_text,
+)
 from converter.core.report import Report, ReportDocument, ReportSummary
 from converter.core.scaleout import PART_MANIFEST, PARTS_FOLDER
-from converter.core.secret import scrub
 from converter.core.split import SPLIT_NAMES
 from converter.core.storage import as_location, filesystem
 from converter.errors import ConverterError, UsageError, quoted
@@ -204,7 +211,7 @@ def _commit_local(
             return
         for source, destination in placements:
             _link_or_copy(Path(output.path(source)), generation / destination)
-        write_durably(generation / DATASET_INFO, scrub(yaml.safe_dump(info, sort_keys=False, allow_unicode=True)))
+        write_durably(generation / DATASET_INFO, yaml_text(info))
         folder.commit(generation, names, overwrite=False)
     except BaseException:
         folder.discard(generation)
@@ -249,7 +256,7 @@ def _publish_remote(
     for source, destination in placements:
         output.fs.copy(output.path(source), output.path(destination))
     output.write_text(REPORT, report_text)
-    output.write_text(DATASET_INFO, scrub(yaml.safe_dump(info, sort_keys=False, allow_unicode=True)))
+    output.write_text(DATASET_INFO, yaml_text(info))
     output.remove(PARTS_FOLDER)
 
 

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
-
 from converter import __version__
 from converter.core.classes import FIRST_CLASS_ID, build_class_list
 from converter.core.commit import (
@@ -37,6 +35,7 @@ from converter.core.commit import (
     fsync_folder,
     remove_path,
     write_durably,
+    yaml_text,
 )
 from converter.core.materialize import RecordOptions
 from converter.core.parallel import available_cpus, ordered_map, start_fork_server
@@ -45,7 +44,6 @@ from converter.core.rasterize import CombinationClasses, OverlapPolicy
 from converter.core.report import Report, ReportSummary
 from converter.core.sample import Sample, SkippedSample, SourceContents
 from converter.core.scaleout import PART_MANIFEST, PARTS_FOLDER, WorkerSlice
-from converter.core.secret import scrub
 from converter.core.split import SplitFractions, SplitName, assign_split, seeded_order
 from converter.core.worker import ConvertedSample, FailedSample, WorkerSettings, convert_sample, install
 from converter.errors import ConverterError, SampleLocation, UsageError, quoted
@@ -350,7 +348,7 @@ def _commit_part(staging: Path, part_dir: Path, part_info: dict[str, Any] | None
         path.replace(part_dir / path.name)
     if part_info is not None:
         flush_file_system(part_dir)
-        write_durably(part_dir / PART_MANIFEST, scrub(yaml.safe_dump(part_info, sort_keys=False, allow_unicode=True)))
+        write_durably(part_dir / PART_MANIFEST, yaml_text(part_info))
     fsync_folder(part_dir)
 
 
@@ -486,7 +484,7 @@ def _convert_with_report(
         entries,
     )
     if config.worker_slice is None:
-        write_durably(staging / DATASET_INFO, scrub(yaml.safe_dump(info, sort_keys=False, allow_unicode=True)))
+        write_durably(staging / DATASET_INFO, yaml_text(info))
     else:
         info["allowed_skips"] = allowed_skips
     events.finished(summary)

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Literal, TypedDict
 
-from converter.core.secret import scrub
+from converter.core.secret import scrub_data
 from converter.errors import SampleLocation
 
 
@@ -87,7 +87,7 @@ def _json_bytes(entry: object) -> bytes:
 
     A lone surrogate becomes the JSON escape `\\udXXX`, which parsers accept.
     """
-    return scrub(json.dumps(entry, ensure_ascii=False)).encode("utf-8", "backslashreplace")
+    return json.dumps(scrub_data(entry), ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
 class Report:
@@ -182,7 +182,7 @@ class Report:
         """Write report.json (summary, then the sorted entries), streamed, and flush it to disk."""
         with path.open("wb") as stream:
             stream.write(b'{\n  "summary": ')
-            summary_text = scrub(json.dumps(summary, indent=2, ensure_ascii=False)).replace("\n", "\n  ")
+            summary_text = json.dumps(scrub_data(summary), indent=2, ensure_ascii=False).replace("\n", "\n  ")
             stream.write(summary_text.encode("utf-8", "backslashreplace"))
             for section in _SECTIONS:
                 stream.write(f',\n  "{section}": ['.encode())

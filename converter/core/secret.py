@@ -21,6 +21,7 @@ Two halves:
      the same whatever surrounds it, and the three cores are registered. A match is
      widened to the whole run of base64 characters around it (the user part, the
      characters shared with neighbouring bytes, `=` padding), so `Basic ***` remains;
+     not to the left across a backslash escape, so scrubbed JSON or YAML text stays valid;
   3. **any 8 consecutive characters** of any of the forms above, not only the whole
      form: messages are often shortened (a 300-character detail cut mid-key, an echo
      cut to `Basic bGl2ZV84...`), and such a piece still narrows the secret down.
@@ -35,6 +36,12 @@ Two halves:
      (`CREDENTIAL_PARAMETERS`, any case, in a URL or a bare query string), header values
      of `Authorization` / `Proxy-Authorization` / `X-Api-Key` / `Cookie`, and the token
      after `Basic`, `Bearer` or `Token`.
+
+Scrub strings before they are serialized (`scrub_data` on the document). Scrubbing the
+serialized JSON or YAML text instead still removes every registered secret, but YAML
+folds long strings at spaces (so a shape like `Authorization: Basic x` may be cut in
+two), and a secret holding `"` or `\\` may match the format's own quotes and leave the
+file unparsable.
 
 Scrubbing happens in the process that writes the text; worker processes inherit the
 registry when forked, and a `Secret` pickled into a spawned one registers itself again.
@@ -66,7 +73,8 @@ CREDENTIAL_PARAMETERS = (
 )  # fmt: skip
 
 _BASE64_RUN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_")
-_USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)[^\s/?#@'\"<>]*(?:@[^\s/?#@'\"<>]*)*@", re.IGNORECASE)
+# the scheme's length is bounded so that a long run like `a.a.a.a...` is not rescanned from every boundary
+_USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]{0,31}://)[^\s/?#@'\"<>]*(?:@[^\s/?#@'\"<>]*)*@", re.IGNORECASE)
 _QUERY_PARAMETER = re.compile(
     r"(?<![\w.-])(" + "|".join(re.escape(name) for name in CREDENTIAL_PARAMETERS) + r")=[^&#\s'\"<>\\]+",
     re.IGNORECASE,
@@ -196,7 +204,7 @@ class Secret:
 def _derived_forms(value: str, user: str | None) -> Iterable[tuple[str, bool]]:
     """`(form, is_base64)` for every form the value may travel or be quoted in."""
     yield value, False
-    yield json.dumps(value)[1:-1], False
+    yield json.dumps(value, ensure_ascii=False)[1:-1], False
     yield json.dumps(value, ensure_ascii=True)[1:-1], False
     for encoded in (quote(value, safe=""), quote(value), quote_plus(value)):
         yield encoded, False
@@ -219,6 +227,41 @@ def _windows(form: str) -> list[str]:
     return [form[start : start + FRAGMENT_CHARS] for start in range(len(form) - FRAGMENT_CHARS + 1)]
 
 
+_ESCAPE_LENGTHS = {"u": 6, "x": 4, "U": 10}  # JSON's \\uXXXX, YAML's \\xXX and \\UXXXXXXXX; others are 2 long
+
+
+def _whole_escapes(text: str, start: int, end: int) -> tuple[int, int]:
+    """The span widened so that it neither begins nor ends inside a backslash escape.
+
+    Serialized JSON or YAML may be scrubbed as text; a secret that looks like hex digits
+    may match the digits of an escape (`\\u0010` followed by `0000...`), and removing half
+    an escape would leave the file unparsable. Removing the whole escape removes a
+    character of the message, never a character of the format.
+    """
+    for position in (start, end):
+        escape = _escape_around(text, position)
+        if escape is not None:
+            start, end = min(start, escape[0]), max(end, escape[1])
+    return start, end
+
+
+def _escape_around(text: str, position: int) -> tuple[int, int] | None:
+    """The escape `text[position]` falls strictly inside, as (first, after last), if any."""
+    longest = max(_ESCAPE_LENGTHS.values())
+    for backslash in range(position - 1, max(position - longest, 0) - 1, -1):
+        if text[backslash] != "\\":
+            continue
+        first = backslash
+        while first > 0 and text[first - 1] == "\\":
+            first -= 1
+        if (backslash - first) % 2 == 1:  # the second half of an escaped backslash: no escape starts here
+            return None
+        kind = text[backslash + 1 : backslash + 2]
+        after = backslash + _ESCAPE_LENGTHS.get(kind, 2)
+        return (backslash, after) if position < after else None
+    return None
+
+
 def _scrub_registered(text: str) -> str:
     """Blank every fragment of a registered form; base64 ones widened to their run of base64 characters."""
     fragments, short_forms = _REGISTRY.fragments, _REGISTRY.short_forms
@@ -239,11 +282,14 @@ def _scrub_registered(text: str) -> str:
     widened: list[tuple[int, int]] = []
     for start, end, widen in spans:
         if widen:
-            while start > 0 and text[start - 1] in _BASE64_RUN:
-                start -= 1
+            left = start
+            while left > 0 and text[left - 1] in _BASE64_RUN:
+                left -= 1
+            if left == 0 or text[left - 1] != "\\":  # else the run begins inside an escape (`\n`, `\u00e9`): keep it
+                start = left
             while end < len(text) and (text[end] in _BASE64_RUN or text[end] == "="):
                 end += 1
-        widened.append((start, end))
+        widened.append(_whole_escapes(text, start, end))
     merged: list[list[int]] = []
     for start, end in sorted(widened):
         if merged and start <= merged[-1][1]:

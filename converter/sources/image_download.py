@@ -15,8 +15,10 @@ Rules, and why:
   Any other 4xx is final, retrying cannot fix it; in particular **403 is `expired_url`**:
   on a signed link it means the signature expired (or never granted access), which only
   a fresh link can fix, so the caller decides whether it can get one.
-- **No URL in a message carries its query string** (`without_query`): a signature is a
-  credential for as long as it is valid. Nothing is ever sent but a plain GET: no
+- **No URL in a message carries its query string or user info** (`without_query`): a
+  signature is a credential for as long as it is valid. Every message also goes through
+  `scrub` (an error's text may quote the request), and the server's answer to a failed
+  request is never read into one. Nothing is ever sent but a plain GET: no
   Authorization header, so no API key can reach an image host.
 """
 
@@ -33,6 +35,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit, urlunsplit
 
 from converter import __version__
+from converter.core.secret import scrub
 from converter.errors import SampleError, UsageError
 
 EXPIRED_URL = "expired_url"
@@ -106,11 +109,11 @@ class ImageDownloader:
             except urllib.error.HTTPError as error:
                 if error.code == 403:
                     raise SampleError(
-                        EXPIRED_URL, f"{shown} answered HTTP 403 (Forbidden): the signed link has expired"
+                        EXPIRED_URL, scrub(f"{shown} answered HTTP 403 (Forbidden): the signed link has expired")
                     ) from None
                 problem = f"HTTP {error.code}"
                 if error.code not in _RETRIED_STATUSES:
-                    raise SampleError(DOWNLOAD_FAILED, f"downloading {shown} failed: {problem}") from None
+                    raise SampleError(DOWNLOAD_FAILED, scrub(f"downloading {shown} failed: {problem}")) from None
             except urllib.error.URLError as error:
                 problem = _scrubbed(str(error.reason), url)
             except TimeoutError:
@@ -120,7 +123,9 @@ class ImageDownloader:
             else:
                 self._store(target, data, shown)
                 return target
-        raise SampleError(DOWNLOAD_FAILED, f"downloading {shown} failed {self._max_attempts} times; last: {problem}")
+        raise SampleError(
+            DOWNLOAD_FAILED, scrub(f"downloading {shown} failed {self._max_attempts} times; last: {problem}")
+        )
 
     def _get(self, url: str) -> bytes:
         request = urllib.request.Request(url, headers={"User-Agent": f"dataset-converter/{__version__}"})
@@ -136,11 +141,12 @@ class ImageDownloader:
         except OSError as error:
             partial.unlink(missing_ok=True)
             raise SampleError(
-                DOWNLOAD_FAILED, f"cannot write {shown} into the image cache {self.cache_folder}: {error.strerror}"
+                DOWNLOAD_FAILED,
+                scrub(f"cannot write {shown} into the image cache {self.cache_folder}: {error.strerror}"),
             ) from None
 
 
 def _scrubbed(text: str, url: str) -> str:
-    """`text` without the URL's query string, should an error quote it."""
+    """`text` without the URL's query string (whatever its parameters are named), should an error quote it."""
     query = urlsplit(url).query
-    return text.replace(query, "...") if query else text
+    return scrub(text.replace(query, "...") if query else text)

@@ -13,8 +13,12 @@ Telling them apart by shape rather than by trying a refresh first means a legacy
 is never posted to the refresh endpoint, and a rejected token gets one clear message.
 
 The token never leaves this module except in the Authorization header and the refresh
-body: no message quotes it (server text is scrubbed of it), it is not logged, and the
-header is set as "unredirected" so urllib does not forward it to another host on a redirect.
+body: every `LabelStudioError` message goes through `scrub` (a server may quote the
+token, the access token, or their base64; both are `Secret`s, so registered), it is not
+logged, and the header is set as "unredirected" so urllib does not forward it to another
+host on a redirect. A URL with user info (`https://user:password@host`) is refused: the
+Authorization header carries the token, so a password there could not be sent, and the
+URL is shown in messages and written into dataset_info.yaml.
 Failures raise `LabelStudioError`, a run failure (exit code 1), not a usage error.
 """
 
@@ -30,7 +34,7 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
-from converter.core.secret import Secret
+from converter.core.secret import Secret, refuse_url_credentials, scrub
 from converter.errors import ConverterError, UsageError
 
 REQUEST_TIMEOUT_S = 300.0  # per socket operation; the export endpoint builds the whole export before answering
@@ -40,7 +44,13 @@ _MAX_DETAIL_CHARS = 200
 
 
 class LabelStudioError(ConverterError):
-    """The Label Studio server could not be reached, refused the token, or answered something unusable."""
+    """The Label Studio server could not be reached, refused the token, or answered something unusable.
+
+    The message is scrubbed here, once, so that no message built below can quote a credential.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(scrub(message))
 
 
 def is_personal_access_token(token: str) -> bool:
@@ -60,9 +70,10 @@ class LabelStudioClient:
     """Authenticated GET requests to one Label Studio server."""
 
     def __init__(self, base_url: str, token: Secret, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
+        refuse_url_credentials(base_url, "--labelstudio-url")
         parsed = urlsplit(base_url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise UsageError(f"--labelstudio-url must be an http:// or https:// URL, got {base_url!r}")
+            raise UsageError(f"--labelstudio-url must be an http:// or https:// URL, got {scrub(repr(base_url))}")
         self.base_url = base_url.rstrip("/")
         self._token = token
         self._timeout_s = timeout_s
@@ -164,7 +175,7 @@ class LabelStudioClient:
         return LabelStudioError(where)
 
     def _detail(self, error: urllib.error.HTTPError) -> str:
-        """The server's `detail` text, if any, scrubbed of the tokens and shortened."""
+        """The server's `detail` text, if any, scrubbed of credentials and shortened."""
         try:
             document = json.loads(error.read())
         except (OSError, ValueError):
@@ -172,7 +183,4 @@ class LabelStudioClient:
         detail = document.get("detail") if isinstance(document, dict) else None
         if not isinstance(detail, str) or not detail:
             return ""
-        for secret in (self._token, self._access):
-            if secret is not None and secret.reveal():
-                detail = detail.replace(secret.reveal(), "***")
-        return f": {detail[:_MAX_DETAIL_CHARS]}"
+        return f": {scrub(detail)[:_MAX_DETAIL_CHARS]}"

@@ -10,7 +10,10 @@
   the ones in hand have expired.
 
 The API key is handed to the client, which sends it as the HTTP Basic user name, and
-goes nowhere else: messages are scrubbed of it (a server may quote what it refused),
+goes nowhere else: every `ScaleApiError` message goes through `scrub`, which removes the
+key (a `Secret`, so registered) raw, in base64 as the Basic header carries it (`key:`),
+and in pieces (a server may quote what it refused, and long details are shortened),
+an `--scale-api-url` with user info is refused (it is shown in messages),
 client exceptions are not chained (`from None`, so no traceback shows their locals),
 and the client's `Task` objects are unwrapped at once, because their repr is the whole
 task, signed URLs included. `scaleapi` is imported on first use: it takes most of a
@@ -25,7 +28,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from converter.core.secret import Secret
+from converter.core.secret import Secret, refuse_url_credentials, scrub
 from converter.errors import ConverterError, UsageError
 
 DEFAULT_API_URL = "https://api.scale.com/v1"  # the client's own default, named here for messages
@@ -36,15 +39,23 @@ T = TypeVar("T")
 
 
 class ScaleApiError(ConverterError):
-    """Scale AI's API could not be reached, refused the key, or answered something unusable."""
+    """Scale AI's API could not be reached, refused the key, or answered something unusable.
+
+    The message is scrubbed here, once, so that no message built below can quote a credential.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(scrub(message))
 
 
 class ScaleApi:
     """Reads tasks of one Scale AI account; safe to share between threads."""
 
     def __init__(self, api_key: Secret, api_url: str | None = None) -> None:
-        if api_url is not None and urlsplit(api_url).scheme not in ("http", "https"):
-            raise UsageError(f"--scale-api-url must be an http:// or https:// URL, got {api_url!r}")
+        if api_url is not None:
+            refuse_url_credentials(api_url, "--scale-api-url")
+            if urlsplit(api_url).scheme not in ("http", "https"):
+                raise UsageError(f"--scale-api-url must be an http:// or https:// URL, got {scrub(repr(api_url))}")
         self._api_key = api_key
         self.api_url = (api_url or DEFAULT_API_URL).rstrip("/")
         self._client: Any = None
@@ -122,6 +133,7 @@ class ScaleApi:
             )
         return ScaleApiError(f"{where}: {detail}" if detail else where)
 
-    def _scrub(self, text: str) -> str:
-        key = self._api_key.reveal()
-        return (text.replace(key, "***") if key else text)[:_MAX_DETAIL_CHARS]
+    @staticmethod
+    def _scrub(text: str) -> str:
+        """Scrubbed before it is shortened, so that the cut cannot leave a piece too short to recognize."""
+        return scrub(text)[:_MAX_DETAIL_CHARS]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,8 @@ MULTILABEL = "groundtruth/image-classification-multilabel"
 SEMANTIC_SEGMENTATION = "groundtruth/semantic-segmentation"
 
 BUCKET = "s3://bucket"
-STAGING_PREFIX = ".dataset-converter-staging-"
+# The converter's own folder in an output folder (spelled out here, not imported: the layout is documented).
+STATE_FOLDER = ".dataset-converter"
 
 
 # ---------------------------------------------------------------------------
@@ -357,13 +359,54 @@ def skipped_by_line(report: Mapping[str, Any]) -> dict[int, str]:
     return {entry["line"]: entry["code"] for entry in report["skipped"]}
 
 
-def staging_leftovers(output: Path) -> list[Path]:
-    return sorted(output.glob(STAGING_PREFIX + "*"))
+def visible_names(output: Path) -> list[str]:
+    """The top-level names a user sees in the output folder, sorted; the converter's state folder left out."""
+    return sorted(path.name for path in output.iterdir() if path.name != STATE_FOLDER)
+
+
+def dataset_files(output: Path) -> dict[str, bytes]:
+    """The dataset as a user sees it: every file reached from a visible top-level name, links followed.
+
+    Relative path as the user writes it (`tfrecord_train/train-00000-of-00001.tfrecord`) -> bytes.
+    Generation folders (whose names differ between runs) and the lock never appear.
+    """
+    files: dict[str, bytes] = {}
+    for name in visible_names(output):
+        top = output / name
+        if top.is_file():
+            files[name] = top.read_bytes()
+        for root, folders, names in os.walk(top, followlinks=True):
+            folders.sort()
+            for file_name in sorted(names):
+                path = Path(root) / file_name
+                files[path.relative_to(output).as_posix()] = path.read_bytes()
+    return files
+
+
+def leftovers(output: Path) -> list[str]:
+    """What no dataset in `output` uses: dangling top-level links, and state-folder entries other than
+    the lock, `current` and the generations that top-level links (through `current` or not) lead to."""
+    state = output / STATE_FOLDER
+    if not state.is_dir():
+        return []
+    used = {"lock", "current"}
+    dangling = []
+    for path in [state / "current", *(output / name for name in visible_names(output))]:
+        if not path.is_symlink():
+            continue
+        if not path.exists():
+            dangling.append(path.relative_to(output).as_posix())
+            continue
+        resolved = path.resolve()
+        if resolved.is_relative_to(state.resolve()):
+            used.add(resolved.relative_to(state.resolve()).parts[0])
+    unused = [f"{STATE_FOLDER}/{path.name}" for path in state.iterdir() if path.name not in used]
+    return sorted(dangling + unused)
 
 
 def shard_files(output: Path) -> dict[str, bytes]:
-    """Every `.tfrecord` file under `output` (relative path -> bytes)."""
-    return {path.relative_to(output).as_posix(): path.read_bytes() for path in sorted(output.rglob("*.tfrecord"))}
+    """Every `.tfrecord` file of the dataset as a user sees it (relative path -> bytes)."""
+    return {path: data for path, data in dataset_files(output).items() if path.endswith(".tfrecord")}
 
 
 def assert_secrets_nowhere(secrets: Sequence[str], output: Path, *results: Result) -> None:

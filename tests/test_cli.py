@@ -20,20 +20,23 @@ from typing import Any
 import pytest
 from builders import (
     BUCKET,
+    STATE_FOLDER,
     Export,
     GtBox,
     convert,
+    dataset_files,
     detection_export,
     detection_line,
     flat,
     image_pixels,
     json_events,
+    leftovers,
     load_info,
     load_report,
     sha256_hex,
     shard_files,
-    staging_leftovers,
     verify,
+    visible_names,
     write_image,
     write_manifest,
 )
@@ -42,6 +45,7 @@ from readback import OD_API_KEYS, parse_records, read_all, read_split
 import converter
 import converter.core.worker as worker
 from converter.cli import main
+from converter.core.commit import OutputFolder
 from converter.core.materialize import materialize as real_materialize
 from converter.core.verify import verify_dataset
 
@@ -97,7 +101,7 @@ def test_splits_follow_the_golden_hash_and_order(tmp_path: Path, split: str, sha
     names = ("train", "validation", "test")[: len(shares)]
     assert info["split"] == pytest.approx(dict(zip(names, shares, strict=True)))
     assert info["seed"] == 7
-    assert sorted(path.name for path in output.iterdir() if path.is_dir()) == sorted(
+    assert [name for name in visible_names(output) if (output / name).is_dir()] == sorted(
         SPLIT_FOLDERS[name] for name in names
     )
     keys = _keys_by_split(output)
@@ -119,11 +123,11 @@ def test_rerun_gives_byte_identical_output(tmp_path: Path) -> None:
     _run(export, first, "-s", "0.8,0.1,0.1", "-p", "0.01")
     _run(export, second, "-s", "0.8,0.1,0.1", "-p", "0.01")
 
-    first_shards = shard_files(first)
-    assert len(first_shards) > 3  # several shards per split, so their order is compared too
-    assert first_shards == shard_files(second)
-    assert (first / "dataset_info.yaml").read_bytes() == (second / "dataset_info.yaml").read_bytes()
-    assert (first / "report.json").read_bytes() == (second / "report.json").read_bytes()
+    assert len(shard_files(first)) > 3  # several shards per split, so their order is compared too
+    # The dataset as a user sees it (generation folders and the lock's pid differ by design).
+    files = dataset_files(first)
+    assert {"dataset_info.yaml", "report.json"} <= set(files)
+    assert files == dataset_files(second)
 
 
 def test_input_order_and_other_samples_do_not_change_a_sample_split_or_record_order(tmp_path: Path) -> None:
@@ -346,7 +350,7 @@ def test_absolute_paths_name_the_final_output_location(tmp_path: Path) -> None:
         assert path.is_absolute(), path
         assert path.exists(), path
         assert path.resolve().is_relative_to(output.resolve())
-        assert ".dataset-converter-staging-" not in str(path)
+        assert STATE_FOLDER not in str(path)  # the names a user sees, not a generation a rerun removes
     assert verify(output).exit_code == 0
     assert sum(len(records) for records in read_all(output).values()) == 10
 
@@ -372,7 +376,7 @@ def test_nothing_converted_exits_1_and_writes_only_the_report(tmp_path: Path) ->
     report = load_report(output)
     assert report["summary"]["status"] == "failed"
     assert [entry["code"] for entry in report["skipped"]] == ["missing_image"] * 3
-    assert staging_leftovers(output) == []
+    assert leftovers(output) == []
 
 
 @pytest.mark.parametrize(
@@ -394,7 +398,12 @@ def test_max_skipped_fails_the_run_and_keeps_the_earlier_dataset(tmp_path: Path,
 
     assert result.exit_code == exit_code, result.stderr
     report = load_report(output)
-    assert report["summary"]["input_samples"] == 10
+    if limit == "1":
+        # A count stops the read at the skip that exceeds it, the 2nd: the rest of the export is not read.
+        assert report["summary"]["input_samples"] == report["summary"]["skipped"] == 2
+        assert "reading stopped" in report["summary"]["failure"]
+    else:
+        assert report["summary"]["input_samples"] == 10
     if exit_code == 1:
         assert report["summary"]["status"] == "failed"
         assert "more than --max-skipped allows" in report["summary"]["failure"]
@@ -406,7 +415,7 @@ def test_max_skipped_fails_the_run_and_keeps_the_earlier_dataset(tmp_path: Path,
         assert report["summary"]["status"] == "ok"
         assert report["summary"]["converted"] == 7
         assert {key for keys in _keys_by_split(output).values() for key in keys} == set(export.references()[:7])
-    assert staging_leftovers(output) == []
+    assert leftovers(output) == []
 
 
 def _two_manifests(tmp_path: Path) -> list[str]:
@@ -459,27 +468,31 @@ def test_usage_errors_exit_2_with_a_message(tmp_path: Path, make_arguments: Any,
 # Atomic output
 
 
-def test_an_interrupted_run_leaves_the_previous_dataset_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("cleans_up", [True, False], ids=["interrupted", "killed"])
+def test_an_interrupted_run_leaves_the_previous_dataset_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cleans_up: bool
+) -> None:
     output = tmp_path / "out"
     previous = detection_export(tmp_path / "previous", 8, first_seed=700)
     _run(previous, output, "-p", "0.01")
-    previous_files = {
-        path.relative_to(output).as_posix(): path.read_bytes() for path in output.rglob("*") if path.is_file()
-    }
+    previous_files = dataset_files(output)
 
-    seen: dict[str, Any] = {}
+    seen: dict[str, Any] = {"calls": 0}
 
     def interrupting_materialize(*arguments: Any, **keywords: Any) -> Any:
-        seen["calls"] = seen.get("calls", 0) + 1
+        seen["calls"] += 1
         if seen["calls"] == 5:
-            # Mid-run: partial shards exist in staging, yet dataset_info.yaml is still the previous one.
-            seen["partial"] = [path.name for path in output.rglob("*.partial")]
-            seen["info"] = (output / "dataset_info.yaml").read_bytes()
+            # Mid-run: partial shards exist in the new generation, yet the user sees the previous dataset whole.
+            seen["partial"] = [path.name for path in (output / STATE_FOLDER).rglob("*.partial")]
+            seen["files"] = dataset_files(output)
             seen["verify"] = verify_dataset(output / "dataset_info.yaml")
             raise KeyboardInterrupt
         return real_materialize(*arguments, **keywords)
 
     monkeypatch.setattr(worker, "materialize", interrupting_materialize)  # in this process: --workers 1
+    if not cleans_up:
+        # A killed run (SIGKILL, power loss) removes nothing: its generation stays behind.
+        monkeypatch.setattr(OutputFolder, "discard", lambda self, generation: None)
     export = detection_export(tmp_path / "export", 20)
     export.write()
     result = convert("-a", export.manifest, "-i", export.images, "-o", output, "-p", "0.01", "--workers", "1")
@@ -487,12 +500,20 @@ def test_an_interrupted_run_leaves_the_previous_dataset_intact(tmp_path: Path, m
     assert result.exit_code != 0
     assert seen["calls"] == 5
     assert seen["partial"]
-    assert seen["info"] == previous_files["dataset_info.yaml"]
-    assert seen["verify"] == (8, [])
-    current = {path.relative_to(output).as_posix(): path.read_bytes() for path in output.rglob("*") if path.is_file()}
-    assert current == previous_files
-    assert staging_leftovers(output) == []
-    assert verify(output).exit_code == 0
+    assert seen["files"] == previous_files
+    assert (seen["verify"].records, seen["verify"].problems) == (8, [])
+    assert dataset_files(output) == previous_files
+    checked = verify(output)
+    assert checked.exit_code == 0, checked.stderr
+    if cleans_up:
+        assert leftovers(output) == []
+        return
+    (left,) = leftovers(output)
+    assert left.startswith(f"{STATE_FOLDER}/") and str(output / left) in checked.stderr  # named as a note
+    monkeypatch.undo()
+    _run(previous, output, "-p", "0.01")  # the next run removes what the killed one left
+    assert leftovers(output) == []
+    assert dataset_files(output) == previous_files
 
 
 def test_while_committing_dataset_info_never_points_at_missing_shards(
@@ -500,23 +521,41 @@ def test_while_committing_dataset_info_never_points_at_missing_shards(
 ) -> None:
     output = tmp_path / "out"
     _run(detection_export(tmp_path / "previous", 8, first_seed=700), output, "-s", "0.6,0.2,0.2", "-p", "0.01")
-    real_replace = Path.replace
-    checks: list[tuple[str, list[str] | None]] = []
+    previous_files = dataset_files(output)
+    checks: list[tuple[str, list[str], dict[str, bytes]]] = []
 
-    def checked_replace(self: Path, target: Any) -> Any:
-        # Before every move into the output folder, whatever dataset_info.yaml is there must verify.
-        info = output / "dataset_info.yaml"
-        checks.append((Path(target).name, verify_dataset(info)[1] if info.exists() else None))
-        return real_replace(self, target)
+    def checked(operation: str, real: Any) -> Any:
+        def check_then_run(path: Any, *arguments: Any, **keywords: Any) -> Any:
+            # Before every rename or removal in the output folder, whatever dataset_info.yaml is there verifies.
+            target = Path(arguments[0] if operation == "replace" else path)
+            if target.is_relative_to(output):
+                step = f"{operation} {target.relative_to(output).as_posix()}"
+                problems = verify_dataset(output / "dataset_info.yaml").problems
+                checks.append((step, problems, dataset_files(output)))
+            return real(path, *arguments, **keywords)
 
-    monkeypatch.setattr(Path, "replace", checked_replace)
-    _run(detection_export(tmp_path / "export", 12), output, "-p", "0.01")
+        return check_then_run
 
-    assert [name for name, _ in checks][-1] == "dataset_info.yaml"
-    assert {name for name, _ in checks} == {"tfrecord_train", "tfrecord_val", "report.json", "dataset_info.yaml"}
-    assert all(problems in (None, []) for _, problems in checks), checks
-    assert not (output / "tfrecord_test").exists()
+    monkeypatch.setattr(Path, "replace", checked("replace", Path.replace))
+    monkeypatch.setattr(Path, "unlink", checked("unlink", Path.unlink))
+    monkeypatch.setattr(shutil, "rmtree", checked("rmtree", shutil.rmtree))
+    export = detection_export(tmp_path / "export", 12)
+    _run(export, output, "-p", "0.01")
+    monkeypatch.undo()
+
+    assert all(problems == [] for _, problems, _ in checks), [(step, problems) for step, problems, _ in checks]
+    # One rename commits the whole dataset at once, the switch of `current`: before it the user sees the
+    # previous dataset whole, after it (the previous one's removal) the new one whole.
+    steps = [step for step, _, _ in checks]
+    switch = steps.index(f"replace {STATE_FOLDER}/current")
+    new_files = dataset_files(output)
+    assert all(files == previous_files for _, _, files in checks[: switch + 1]), steps
+    assert all(files == new_files for _, _, files in checks[switch + 1 :]), steps
+    assert "unlink tfrecord_test" in steps[switch + 1 :]  # the link only the previous dataset used
+    assert visible_names(output) == ["dataset_info.yaml", "report.json", "tfrecord_train", "tfrecord_val"]
     assert verify(output).exit_code == 0
+    assert sorted(key for keys in _keys_by_split(output).values() for key in keys) == sorted(export.references())
+    assert leftovers(output) == []
 
 
 def test_a_successful_rerun_replaces_the_previous_output(tmp_path: Path) -> None:
@@ -528,18 +567,16 @@ def test_a_successful_rerun_replaces_the_previous_output(tmp_path: Path) -> None
     second = detection_export(tmp_path / "second", 12, first_seed=900)
     _run(second, output, "-s", "0.25")
 
-    assert sorted(path.name for path in output.iterdir()) == [
-        "dataset_info.yaml",
-        "report.json",
-        "tfrecord_train",
-        "tfrecord_val",
-    ]
+    assert visible_names(output) == ["dataset_info.yaml", "report.json", "tfrecord_train", "tfrecord_val"]
     info = load_info(output)
     assert "test" not in info
     keys = _keys_by_split(output)
     assert sorted(key for split_keys in keys.values() for key in split_keys) == sorted(second.references())
-    written = {path.relative_to(output).as_posix() for path in output.rglob("*.tfrecord")}
-    assert written == {shard["file"] for split in ("train", "validation") for shard in info[split]["shards"]}
+    assert set(shard_files(output)) == {
+        shard["file"] for split in ("train", "validation") for shard in info[split]["shards"]
+    }
+    assert set(dataset_files(output)) == set(shard_files(output)) | {"dataset_info.yaml", "report.json"}
+    assert leftovers(output) == []  # nothing of the first dataset stays, not even out of sight
     assert verify(output).exit_code == 0
 
 

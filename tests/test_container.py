@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 import numpy as np
 import pytest
 import yaml
-from builders import image_pixels, write_image
+from builders import dataset_files, image_pixels, write_image
 from labelstudio_tasks import write_stand_in
 from typer.testing import CliRunner
 
@@ -280,12 +280,8 @@ def conversion(export: Export, image: str, tmp_path_factory: pytest.TempPathFact
 
 
 def _file_digests(folder: Path) -> dict[str, str]:
-    """Every file under `folder`, by relative path, with its sha256."""
-    return {
-        path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
-    }
+    """Every file of the dataset in `folder` as a user sees it, by relative path, with its sha256."""
+    return {name: hashlib.sha256(data).hexdigest() for name, data in dataset_files(folder).items()}
 
 
 def _without_file_fields(value: Any) -> Any:

@@ -48,7 +48,7 @@ from typing import Any, NoReturn
 
 import pytest
 import yaml
-from builders import BUCKET, convert, detection_export, load_info, load_report, verify
+from builders import BUCKET, convert, dataset_files, detection_export, load_info, load_report, verify
 from readback import Record, read_all
 from test_container import _docker, _succeeded, docker_engine, image
 
@@ -499,11 +499,8 @@ def test_sagemaker_dry_run_builds_valid_requests_with_the_sdk(
 
 
 def _file_digests(folder: Path) -> dict[str, str]:
-    return {
-        path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
-    }
+    """What a user sees in `folder`, by relative path, with its sha256 (the converter's lock and state left out)."""
+    return {name: hashlib.sha256(data).hexdigest() for name, data in dataset_files(folder).items()}
 
 
 def _records_by_split(output: Path) -> dict[str, dict[str, Record]]:

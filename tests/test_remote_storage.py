@@ -31,6 +31,7 @@ from builders import (
     Export,
     GtBox,
     convert,
+    dataset_files,
     detection_export,
     detection_line,
     load_info,
@@ -367,8 +368,7 @@ def test_a_rerun_to_the_same_remote_output_replaces_what_the_previous_one_owned(
     after = storage.list_files(RemotePath(out))
     local = tmp_path / "local"
     assert convert("-a", export.manifest, "-o", local, "--split", "0.2").exit_code == 0
-    expected = sorted(path.relative_to(local).as_posix() for path in local.rglob("*") if path.is_file())
-    assert after == sorted([*expected, "notes.txt"])
+    assert after == sorted([*dataset_files(local), "notes.txt"])
     published_info = _fs().cat_file(f"{out.removeprefix('s3://')}/dataset_info.yaml")
 
     export.add_line(detection_line("s3://b/missing.jpg", [], {}))

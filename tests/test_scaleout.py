@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from builders import CocoExport, convert, flat, load_info, load_report
+from builders import CocoExport, convert, dataset_files, flat, leftovers, load_info, load_report, shard_files
 from readback import read_all
 from typer.testing import CliRunner, Result
 
@@ -53,9 +53,11 @@ def _finalize(output: Path) -> Result:
     return CliRunner().invoke(app, ["finalize", str(output)])
 
 
-def _files(output: Path) -> dict[str, bytes]:
+def _part_files(output: Path) -> dict[str, bytes]:
+    """Every file under `output/parts` (real files, no links), the workers' own state folders included."""
+    parts = output / "parts"
     return {
-        path.relative_to(output).as_posix(): path.read_bytes() for path in sorted(output.rglob("*")) if path.is_file()
+        path.relative_to(parts).as_posix(): path.read_bytes() for path in sorted(parts.rglob("*")) if path.is_file()
     }
 
 
@@ -84,7 +86,7 @@ def test_any_number_of_workers_writes_byte_identical_output(
     export, reference = single
     result = _convert(export, tmp_path / "out", "--workers", str(workers))
     assert result.exit_code == 0, result.stderr
-    assert _files(tmp_path / "out") == _files(reference)
+    assert dataset_files(tmp_path / "out") == dataset_files(reference)
     report = load_report(reference)
     assert report["summary"]["converted"] == SAMPLES
     assert [entry["code"] for entry in report["skipped"]] == ["missing_image"]
@@ -114,7 +116,7 @@ def test_the_command_line_default_uses_worker_processes_and_agrees(
         check=False,
     )
     assert completed.returncode == 0, completed.stderr
-    assert _files(tmp_path / "out") == _files(reference)
+    assert dataset_files(tmp_path / "out") == dataset_files(reference)
 
 
 def _run_worker(export: CocoExport, output: Path, index: int, count: int, *options: str) -> Result:
@@ -160,7 +162,7 @@ def test_a_rerun_worker_overwrites_only_its_own_part(single: tuple[CocoExport, P
     output = tmp_path / "out"
     for index in range(3):
         assert _run_worker(export, output, index, 3).exit_code == 0
-    before = _files(output / "parts")
+    before = _part_files(output)
     sentinel = output / "parts" / "worker-00001-of-00003" / "leftover-from-a-crash"
     sentinel.write_text("x")
     other_inodes = {
@@ -170,7 +172,7 @@ def test_a_rerun_worker_overwrites_only_its_own_part(single: tuple[CocoExport, P
     assert _run_worker(export, output, 1, 3).exit_code == 0  # Kubernetes retries index 1
 
     assert not sentinel.exists()
-    assert _files(output / "parts") == before
+    assert _part_files(output) == before
     assert {path: path.stat().st_ino for path in other_inodes} == other_inodes  # untouched, not rewritten
     assert _finalize(output).exit_code == 0
     assert _split_bytes(output) == _split_bytes(reference)
@@ -182,7 +184,7 @@ def test_finalize_refuses_a_missing_part_and_names_it(single: tuple[CocoExport, 
     for index in (0, 2):
         assert _run_worker(export, output, index, 4).exit_code == 0
     (output / "parts" / "worker-00003-of-00004").mkdir()  # started, never finished
-    parts_before = _files(output / "parts")
+    parts_before = _part_files(output)
 
     result = _finalize(output)
 
@@ -192,7 +194,7 @@ def test_finalize_refuses_a_missing_part_and_names_it(single: tuple[CocoExport, 
     assert "worker 1 (parts/worker-00001-of-00004: not written" in message
     assert "worker 3 (parts/worker-00003-of-00004: no part.yaml" in message
     assert "worker 0" not in message and "worker 2 " not in message
-    assert _files(output / "parts") == parts_before
+    assert _part_files(output) == parts_before
     assert not (output / "dataset_info.yaml").exists()
 
 
@@ -239,8 +241,8 @@ def test_finalize_replaces_a_previous_single_machine_dataset(single: tuple[CocoE
     listed = {
         shard["file"] for split in ("train", "validation", "test") for shard in load_info(output)[split]["shards"]
     }
-    on_disk = {path.relative_to(output).as_posix() for path in output.rglob("*.tfrecord")}
-    assert on_disk == listed
+    assert set(shard_files(output)) == listed
+    assert leftovers(output) == []  # nor out of sight: the previous dataset's generation is gone
     assert _split_bytes(output) == _split_bytes(reference)
 
 
@@ -304,7 +306,7 @@ def test_combination_classes_are_numbered_alike_whatever_workers_are_asked_for(t
         result = convert("-a", export.path, "-i", export.image_folder, "-o", outputs[workers], "--overlap", "combine",
                          "--workers", workers)  # fmt: skip
         assert result.exit_code == 0, result.stderr
-    assert _files(outputs["2"]) == _files(outputs["1"])
+    assert dataset_files(outputs["2"]) == dataset_files(outputs["1"])
     assert load_info(outputs["1"])["masks"]["combinations"] == {"a+b": ["a", "b"]}
     refused = _run_worker(export, tmp_path / "parts", 0, 2, "--overlap", "combine")
     assert refused.exit_code == 2

@@ -398,8 +398,8 @@ def _convert_with_report(
             report,
             events,
             read.skipped,
-            f"reading stopped at the {read.skipped}th skipped input sample, more than --max-skipped allows; "
-            "no dataset was written",
+            f"reading stopped once {read.skipped} input samples were skipped, more than --max-skipped allows; "
+            "no dataset was written (the summary counts only what was skipped before reading stopped)",
         )
     classes = build_class_list(contents.native_class_order, config.pinned_classes, config.allow_new_classes)
 

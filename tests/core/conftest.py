@@ -26,5 +26,5 @@ def converted_once(detection_export: Path, tmp_path_factory: pytest.TempPathFact
 
 @pytest.fixture
 def dataset(converted_once: Path, tmp_path: Path) -> Path:
-    """A private copy of the converted dataset, free to tamper with."""
-    return Path(shutil.copytree(converted_once, tmp_path / "dataset"))
+    """A private copy of the converted dataset, free to tamper with (its links stay links, as written)."""
+    return Path(shutil.copytree(converted_once, tmp_path / "dataset", symlinks=True))

@@ -9,6 +9,7 @@ cover exactly `[x0, x1) x [y0, y1)`, the rasterizer's stated convention).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +18,20 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
-from builders import convert, flat, image_pixels, load_info, load_report, staging_leftovers, verify, write_image
+from builders import convert, flat, image_pixels, leftovers, load_info, load_report, verify, write_image
 from pycocotools import mask as coco_mask
 from readback import decode_png, read_all
 
-from converter.core.sample import Keypoint, ObjectAnnotation, Polygon, RleMask, Sample, SourceContents
+from converter.core.sample import (
+    Keypoint,
+    ObjectAnnotation,
+    Polygon,
+    RleMask,
+    Sample,
+    SkipCollector,
+    SkipHandler,
+    SourceContents,
+)
 from converter.errors import SampleLocation
 from converter.sources import SOURCES, SourceFormat
 
@@ -47,8 +57,10 @@ def _block(x0: int, y0: int, x1: int, y1: int) -> npt.NDArray[np.bool_]:
 class _ShapesSource:
     contents: SourceContents
 
-    def read(self) -> SourceContents:
-        return self.contents
+    def read(self, on_skip: SkipHandler | None = None) -> SourceContents:
+        skipped = SkipCollector(on_skip)
+        skipped.extend(self.contents.skipped)
+        return dataclasses.replace(self.contents, skipped=skipped.kept())
 
 
 @dataclass
@@ -322,7 +334,7 @@ def test_class_priority_naming_an_unknown_class_is_a_usage_error(export: ShapesE
     assert result.exit_code == 2
     assert "--class-priority" in flat(result.stderr) and "zebra" in flat(result.stderr)
     assert not (output / "dataset_info.yaml").exists()
-    assert staging_leftovers(output) == []
+    assert leftovers(output) == []
 
 
 def test_a_declared_size_other_than_the_displayed_one_fails_a_sample_with_shapes(

@@ -115,4 +115,3 @@ def test_the_pool_size_follows_the_request_the_work_and_the_run_size(monkeypatch
     assert pipeline._pool_size(None, masks, False, 40) == 2  # 16 samples per worker at least
     monkeypatch.setattr(pipeline, "available_cpus", lambda: 2)
     assert pipeline._pool_size(None, passthrough, False, 10_000) == 1  # 2 CPUs: in this process
-

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from converter.cli import app
 from converter.core.pipeline import SkipLimit
-from converter.core.verify import verify_dataset
+from converter.core.verify import Verification, verify_dataset
 from converter.formats.tfrecord import frame_record
 
 from .gt_export import EXPORT_IMAGES
@@ -115,15 +115,16 @@ def _first_shard(dataset: Path, split: str = "train") -> tuple[Path, dict[str, A
 
 
 def _problems(dataset: Path) -> list[str]:
-    records, problems = verify_dataset(dataset / "dataset_info.yaml")
-    assert records == EXPORT_IMAGES  # the records dataset_info.yaml lists, counted whatever the damage
-    return problems
+    result = verify_dataset(dataset / "dataset_info.yaml")
+    assert result.records == EXPORT_IMAGES  # the records dataset_info.yaml lists, counted whatever the damage
+    assert result.notes == []
+    return result.problems
 
 
 def test_intact_dataset(dataset: Path) -> None:
     info = _info(dataset)
     assert all(len(info[split]["shards"]) >= 2 for split in ("train", "validation", "test"))
-    assert verify_dataset(dataset / "dataset_info.yaml") == (EXPORT_IMAGES, [])
+    assert verify_dataset(dataset / "dataset_info.yaml") == Verification(EXPORT_IMAGES, [], [])
 
 
 def test_flipped_byte_is_caught_by_hash_and_crc(dataset: Path) -> None:
@@ -165,7 +166,9 @@ def test_missing_split_folder(dataset: Path) -> None:
     info = _info(dataset)
     for shard in info["validation"]["shards"]:
         (dataset / shard["file"]).unlink()
-    (dataset / info["validation"]["annotations"]).rmdir()
+    folder = dataset / info["validation"]["annotations"]
+    folder.resolve().rmdir()  # the folder in the live generation, and the link a user sees
+    folder.unlink()
     problems = _problems(dataset)
     assert len(problems) == len(info["validation"]["shards"])
     assert all(problem.endswith(": missing") for problem in problems)
@@ -176,9 +179,9 @@ def test_wrong_record_count_of_a_shard(dataset: Path) -> None:
     shard = info["train"]["shards"][0]
     shard["records"] += 1
     (dataset / "dataset_info.yaml").write_text(yaml.safe_dump(info, sort_keys=False), encoding="utf-8")
-    records, problems = verify_dataset(dataset / "dataset_info.yaml")
-    assert records == EXPORT_IMAGES + 1
-    assert problems == [
+    result = verify_dataset(dataset / "dataset_info.yaml")
+    assert result.records == EXPORT_IMAGES + 1
+    assert result.problems == [
         f"{dataset / shard['file']}: {shard['records'] - 1} records, dataset_info.yaml says {shard['records']}",
         f"train: shards hold {info['train']['samples'] + 1} records but `samples` says {info['train']['samples']}",
     ]
@@ -212,20 +215,20 @@ def test_shards_swapped(dataset: Path) -> None:
 
 
 def test_unreadable_dataset_info(tmp_path: Path) -> None:
-    records, problems = verify_dataset(tmp_path / "dataset_info.yaml")
-    assert records == 0
-    assert len(problems) == 1
-    assert "dataset_info.yaml: cannot be read" in problems[0]
+    result = verify_dataset(tmp_path / "dataset_info.yaml")
+    assert result.records == 0
+    assert len(result.problems) == 1
+    assert "dataset_info.yaml: cannot be read" in result.problems[0]
 
 
 @pytest.mark.parametrize("content", ["- a\n- b\n", "just text\n", "classes: [a\n"])
 def test_dataset_info_that_is_not_a_mapping(tmp_path: Path, content: str) -> None:
     path = tmp_path / "dataset_info.yaml"
     path.write_text(content, encoding="utf-8")
-    records, problems = verify_dataset(path)
-    assert records == 0
-    assert len(problems) == 1
-    assert str(path) in problems[0]
+    result = verify_dataset(path)
+    assert result.records == 0
+    assert len(result.problems) == 1
+    assert str(path) in result.problems[0]
 
 
 def test_verify_command_exit_codes(dataset: Path) -> None:

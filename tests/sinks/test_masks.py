@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from builders import flat, load_info, verify
+from builders import flat, leftovers, load_info, verify, visible_names
 from PIL import Image
 
 from . import Input, classification_input, detection_input, segmentation_input
@@ -60,8 +60,9 @@ def test_a_rerun_with_another_format_replaces_the_masks_dataset(tmp_path: Path) 
 
     assert result.exit_code == 0, result.stderr
     entries = yaml.safe_load((output / "dataset_info.yaml").read_text(encoding="utf-8"))["entries"]
-    assert sorted(path.name for path in output.iterdir()) == sorted([*entries, "dataset_info.yaml", "report.json"])
-    assert not (output / "codes.txt").exists() and not (output / "train").exists()
+    assert visible_names(output) == sorted([*entries, "dataset_info.yaml", "report.json"])
+    assert "codes.txt" not in visible_names(output) and "train" not in visible_names(output)
+    assert leftovers(output) == []  # nor out of sight, in the converter's own folder
 
 
 @pytest.mark.parametrize("build", [detection_input, classification_input], ids=["boxes", "image labels"])

@@ -14,29 +14,45 @@ a candidate whose real path (symlinks followed) leaves the folder is ignored. Th
 folder may be a bucket prefix (`RemoteImageResolver`): the same rules, against a listing.
 
 Image sizes are read from the file header, never by decoding pixels (50 us against 3 ms
-an image): the displayed size swaps width and height for EXIF orientations 5-8.
+an image): the displayed size swaps width and height for EXIF orientations 5-8. A header
+that declares more than `MAX_IMAGE_PIXELS` (a decompression bomb, or a corrupt size) makes
+its sample fail before anything the size of the image is allocated; so does an export
+that declares such a size.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import struct
+import warnings
 from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from converter.core.input_files import shown
 from converter.core.storage import RemotePath, describe, list_files
-from converter.errors import SampleError, UsageError
+from converter.errors import SampleError, UsageError, quoted
 
 EXIF_ORIENTATION_TAG = 0x0112
 _TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})  # rotated by 90 or 270 degrees
 _JPEG_END = b"\xff\xd9"
 _JPEG_START_OF_SCAN = 0xDA
 _PNG_END = b"IEND\xaeB`\x82"
+
+MAX_IMAGE_PIXELS = 2 * 89_478_485
+"""The largest image (width x height) a sample may have: Pillow's own decompression-bomb
+limit, stated here so that it holds even where Pillow's is switched off. Every mask of
+a sample is the size of its image, so this bounds what one sample can allocate."""
+
+# What Pillow raises on a corrupt or hostile header: its parsers are written against these.
+UNREADABLE_IMAGE = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError)
 
 
 def reference_parts(reference: str) -> tuple[str, tuple[str, ...]]:
@@ -74,9 +90,9 @@ def _candidates(reference: str) -> Iterator[tuple[str, ...]]:
     for variant in variants:
         location, parts = reference_parts(variant)
         if ".." in parts:
-            raise SampleError("unsafe_path", f"image reference {reference!r} contains '..'; refused")
+            raise SampleError("unsafe_path", f"image reference {quoted(reference)} contains '..'; refused")
         if not parts:
-            raise SampleError("missing_image", f"image reference {reference!r} names no file")
+            raise SampleError("missing_image", f"image reference {quoted(reference)} names no file")
         yield parts
         if location:
             yield (location, *parts)
@@ -95,10 +111,10 @@ def _not_found(reference: str, name: str, matches: list[str], root: Path | Remot
         listed = ", ".join(matches[:5])
         return SampleError(
             "ambiguous_image",
-            f"image {reference!r} is ambiguous: {len(matches)} files under {root} are named "
-            f"{name!r} ({listed}); lay the folder out like the bucket keys so the path decides",
+            f"image {quoted(reference)} is ambiguous: {len(matches)} files under {root} are named "
+            f"{quoted(name)} ({listed}); lay the folder out like the bucket keys so the path decides",
         )
-    return SampleError("missing_image", f"image {reference!r} not found under {root}")
+    return SampleError("missing_image", f"image {quoted(reference)} not found under {root}")
 
 
 class ImageResolver:
@@ -130,7 +146,8 @@ class ImageResolver:
             if os.path.isfile(path):  # noqa: PTH113
                 if not self._is_inside(path):
                     raise SampleError(
-                        "unsafe_path", f"image {reference!r} resolves to {path}, a link out of {self.root}; refused"
+                        "unsafe_path",
+                        f"image {quoted(reference)} resolves to {path}, a link out of {self.root}; refused",
                     )
                 return Path(path), "/".join(candidate)
         name = _file_name(reference)
@@ -224,6 +241,38 @@ class ImageInfo:
         return self.width, self.height
 
 
+@contextmanager
+def quiet_about_size() -> Iterator[None]:
+    """Pillow's decompression-bomb warning silenced: `MAX_IMAGE_PIXELS` decides, and a skipped
+    sample says so in the report, where a warning would only break the JSON log lines on stderr."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
+def _too_large(width: int, height: int, what: str) -> SampleError:
+    return SampleError(
+        "image_too_large",
+        f"{what} {width}x{height} is more than the {MAX_IMAGE_PIXELS:,} pixels an image may have "
+        "(a decompression bomb or a corrupt size)",
+    )
+
+
+def declared_size(width: Any, height: Any, what: str) -> tuple[int, int]:
+    """An export's declared image size as `(width, height)`; raises `SampleError` unless it is a plausible one.
+
+    `what` names the field in the message (`"`image_size`"`).
+    """
+    if not all(isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in (width, height)):
+        raise SampleError(
+            "malformed_annotation",
+            f"{what} width and height must be positive ints, got {shown(width)} x {shown(height)}",
+        )
+    if width * height > MAX_IMAGE_PIXELS:
+        raise _too_large(width, height, f"{what} declares the image as")
+    return width, height
+
+
 def probe_image(data: bytes) -> ImageInfo:
     """Format and displayed size of an encoded image, without decoding its pixels.
 
@@ -235,13 +284,20 @@ def probe_image(data: bytes) -> ImageInfo:
     if not data:
         raise SampleError("corrupt_image", "image file is empty")
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with quiet_about_size(), Image.open(io.BytesIO(data)) as image:
             image_format = (image.format or "").lower()
             width, height = image.size
             orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1) if image_format == "jpeg" else 1
             data_offset = image.tile[0][2] if image.tile else 0
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except Image.DecompressionBombError:
+        raise SampleError(
+            "image_too_large",
+            f"image is larger than the {MAX_IMAGE_PIXELS:,} pixels an image may have (a decompression bomb)",
+        ) from None
+    except UNREADABLE_IMAGE as error:
         raise SampleError("corrupt_image", f"image cannot be read: {error}") from None
+    if width * height > MAX_IMAGE_PIXELS:
+        raise _too_large(width, height, "image header declares")
     if image_format == "jpeg":
         scan_start = _jpeg_scan_start(data)
         # rfind: the marker normally sits at the very end, so this reads a few bytes, not the whole scan

@@ -8,7 +8,9 @@ Input masks are read in their stored index space: a palette PNG by its indices (
 its colours, which only help people look at it), a grey image by its values, an RGB
 image by exact colour. A source that gives only colours has every mask read by colour,
 a palette PNG by its palette's colours and a grey one as `(v, v, v)`. Every value found
-must be in the mapping the source gave.
+must be in the mapping the source gave. A mask whose header says it is not the size
+expected (its image's) fails before its pixels are decoded: a decompression bomb never
+gets to allocate.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from collections.abc import Mapping
 import cv2
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from converter.core.images import MAX_IMAGE_PIXELS, UNREADABLE_IMAGE, quiet_about_size
 from converter.core.sample import SegmentationMask
 from converter.core.storage import seekable
 from converter.errors import SampleError
@@ -48,14 +51,22 @@ def encode_png(mask: ClassIdMask) -> bytes:
     return encoded.tobytes()
 
 
-def read_class_mask(mask: SegmentationMask, class_ids: Mapping[str, int]) -> ClassIdMask:
+def read_class_mask(
+    mask: SegmentationMask, class_ids: Mapping[str, int], expected_size: tuple[int, int] | None = None
+) -> ClassIdMask:
     """Read a source mask file and map its values to output class ids.
 
-    Raises `SampleError` if the file is unreadable, or holds a value or colour the
-    mapping does not list, naming the first few such values.
+    Raises `SampleError` if the file is unreadable, is not `expected_size` (width, height),
+    or holds a value or colour the mapping does not list, naming the first few such values.
     """
     try:
-        with Image.open(seekable(mask.path)) as image:
+        with quiet_about_size(), Image.open(seekable(mask.path)) as image:
+            if expected_size is not None and image.size != expected_size:
+                raise SampleError(
+                    "mask_size_mismatch",
+                    f"mask {mask.path} is {image.size[0]}x{image.size[1]} but the image displays as "
+                    f"{expected_size[0]}x{expected_size[1]}",
+                )
             mode = image.mode
             if mask.alpha_class is not None:
                 return _map_alpha(image, mask, mask.alpha_class, class_ids)
@@ -63,7 +74,12 @@ def read_class_mask(mask: SegmentationMask, class_ids: Mapping[str, int]) -> Cla
             if mode in ("P", "L", "I;16", "I") and (mask.index_to_class or not mask.color_to_class):
                 return _map_values(np.asarray(image), mask, class_ids)
             rgb = np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except Image.DecompressionBombError:
+        raise SampleError(
+            "image_too_large",
+            f"mask {mask.path} is larger than the {MAX_IMAGE_PIXELS:,} pixels an image may have (a decompression bomb)",
+        ) from None
+    except UNREADABLE_IMAGE as error:
         raise SampleError("corrupt_mask", f"mask {mask.path} cannot be read: {error}") from None
     return _map_colors(rgb, mask, class_ids)
 

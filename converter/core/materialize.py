@@ -28,6 +28,7 @@ import numpy as np
 
 from converter.core.classes import ClassList
 from converter.core.images import ImageInfo, probe_image
+from converter.core.input_files import named
 from converter.core.masks import MAX_MASK_CLASS_ID, encode_png, read_class_mask
 from converter.core.rasterize import (
     CombinationClasses,
@@ -208,7 +209,9 @@ def materialize(
         if obj.has_shape and covered is not None and options.class_masks:
             layers.append((classes.id_of(obj.class_name), covered))
         if source_box is None:
-            notes.append(ObjectNote(index, "degenerate_box", f"object {index} ({obj.class_name}) covers no pixel"))
+            notes.append(
+                ObjectNote(index, "degenerate_box", f"object {index} ({named(obj.class_name)}) covers no pixel")
+            )
             continue
         clipped = _clip_box(source_box, frame_width, frame_height)
         x_min, y_min, x_max, y_max = clipped
@@ -217,14 +220,16 @@ def materialize(
                 ObjectNote(
                     index,
                     "degenerate_box",
-                    f"object {index} ({obj.class_name}) box {source_box} has no area inside the "
+                    f"object {index} ({named(obj.class_name)}) box {source_box} has no area inside the "
                     f"{frame_width}x{frame_height} image; dropped",
                 )
             )
             continue
         if clipped != source_box:
             notes.append(
-                ObjectNote(index, "clipped", f"object {index} ({obj.class_name}) box {source_box} clipped to {clipped}")
+                ObjectNote(
+                    index, "clipped", f"object {index} ({named(obj.class_name)}) box {source_box} clipped to {clipped}"
+                )
             )
         scale_x, scale_y = image.width / frame_width, image.height / frame_height
         objects.append(
@@ -259,7 +264,7 @@ def materialize(
                     ObjectNote(
                         point_index,
                         "keypoint_outside",
-                        f"keypoint {point.class_name} at ({point.x}, {point.y}) is outside the "
+                        f"keypoint {named(point.class_name)} at ({point.x}, {point.y}) is outside the "
                         f"{frame_width}x{frame_height} image; dropped",
                     )
                 )
@@ -308,7 +313,7 @@ def _class_mask(
                 f"mask class ids go up to {max(class_ids.values())}; PNG masks hold at most "
                 f"{MAX_MASK_CLASS_ID} classes",
             )
-        base = read_class_mask(sample.segmentation, class_ids)
+        base = read_class_mask(sample.segmentation, class_ids, (image.width, image.height))
         if base.shape != (image.height, image.width):
             raise SampleError(
                 "mask_size_mismatch",

@@ -57,13 +57,25 @@ def _clip_to_half_plane(
         current_inside = current[axis] <= bound if keep_below else current[axis] >= bound
         previous_inside = previous[axis] <= bound if keep_below else previous[axis] >= bound
         if current_inside != previous_inside:
-            t = (bound - previous[axis]) / (current[axis] - previous[axis])
-            crossing = [previous[0] + t * (current[0] - previous[0]), previous[1] + t * (current[1] - previous[1])]
-            crossing[axis] = bound
+            crossing = [bound, bound]
+            crossing[1 - axis] = _crossing(previous, current, axis, bound)
             clipped.append((crossing[0], crossing[1]))
         if current_inside:
             clipped.append(current)
     return clipped
+
+
+def _crossing(start: tuple[float, float], end: tuple[float, float], axis: int, bound: float) -> float:
+    """The other coordinate where the edge `start`-`end` meets `point[axis] == bound`.
+
+    Computed on halves, as a weighted mean of the two ends: the difference of two finite
+    coordinates may overflow (1e308 - -1e308), half of it never does, and the result stays
+    between the ends, so a ring of finite vertices always gives finite ones.
+    """
+    other = 1 - axis
+    t = (bound / 2 - start[axis] / 2) / (end[axis] / 2 - start[axis] / 2)
+    value = 2 * (start[other] / 2 * (1 - t) + end[other] / 2 * t)
+    return min(max(value, min(start[other], end[other])), max(start[other], end[other]))
 
 
 def _within_reach(ring: tuple[float, ...], height: int, width: int) -> tuple[float, ...]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from converter.core.storage import RemotePath
-from converter.errors import SampleLocation
+from converter.errors import SampleLocation, quoted
 
 BACKGROUND = None
 """The class of mask pixels that belong to no class (written as 0)."""
@@ -38,9 +38,40 @@ def shared(value: Hashable) -> Any:
     return _CANONICAL.setdefault(value, value)
 
 
+class InvalidValueError(ValueError):
+    """A value no sample can hold (a non-finite coordinate, text that is not Unicode).
+
+    Raised by the model's constructors, so that a source can turn exactly these into a
+    skipped sample or a dropped annotation, and no other `ValueError` by mistake.
+    """
+
+
 def _check_finite(name: str, values: tuple[float, ...]) -> None:
-    if not all(math.isfinite(v) for v in values):
-        raise ValueError(f"{name} must be finite numbers, got {values!r}")
+    for value in values:
+        if not math.isfinite(value):
+            raise InvalidValueError(f"{name} must be finite numbers, got {value}")
+
+
+def check_text(what: str, text: str) -> None:
+    """Raise `InvalidValueError` if `text` cannot be written as UTF-8.
+
+    JSON may escape lone surrogates (`"\\ud800"`) and file names may hold undecodable
+    bytes (Python shows both as lone surrogates): no output format can write them.
+    """
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidValueError(
+            f"{what} {quoted(text)} is not valid Unicode text (a lone surrogate at character {error.start + 1})"
+        ) from None
+
+
+def _check_attributes(attributes: tuple[tuple[str, str], ...]) -> None:
+    for name, value in attributes:
+        check_text("attribute name", name)
+        check_text(f"attribute {quoted(name)}", value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +89,7 @@ class Polygon:
     def __post_init__(self) -> None:
         for ring in (self.exterior, *self.holes):
             if len(ring) % 2:
-                raise ValueError(f"a ring needs x,y pairs, got {len(ring)} numbers")
+                raise InvalidValueError(f"a ring needs x,y pairs, got {len(ring)} numbers")
             _check_finite("polygon", ring)
 
     def bounds(self) -> tuple[float, float, float, float]:
@@ -81,7 +112,7 @@ class RleMask:
 
     def __post_init__(self) -> None:
         if self.height <= 0 or self.width <= 0:
-            raise ValueError(f"RLE size must be positive, got {self.height}x{self.width}")
+            raise InvalidValueError(f"RLE size must be positive, got {self.height}x{self.width}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,13 +138,15 @@ class ObjectAnnotation:
 
     def __post_init__(self) -> None:
         if not self.class_name:
-            raise ValueError("class_name must not be empty")
+            raise InvalidValueError("class_name must not be empty")
+        check_text("class name", self.class_name)
+        _check_attributes(self.attributes)
         object.__setattr__(self, "class_name", shared(self.class_name))
         object.__setattr__(self, "attributes", shared(self.attributes))
         if self.bbox_xyxy is not None:
             _check_finite("bbox_xyxy", self.bbox_xyxy)
         if self.bbox_xyxy is None and not self.polygons and self.rle is None:
-            raise ValueError(f"object {self.class_name!r} has neither a box nor a shape")
+            raise InvalidValueError(f"object {quoted(self.class_name)} has neither a box nor a shape")
 
     @property
     def has_shape(self) -> bool:
@@ -129,6 +162,7 @@ class Keypoint:
     y: float
 
     def __post_init__(self) -> None:
+        check_text("class name", self.class_name)
         _check_finite("keypoint", (self.x, self.y))
 
 
@@ -150,6 +184,10 @@ class SegmentationMask:
     index_to_class: tuple[tuple[int, str | None], ...] = ()
     color_to_class: tuple[tuple[tuple[int, int, int], str | None], ...] = ()
     alpha_class: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in self.class_names():
+            check_text("class name", name)
 
     def class_names(self) -> tuple[str, ...]:
         """The non-background classes the mask can contain, in mapping order."""
@@ -181,11 +219,16 @@ class Sample:
 
     def __post_init__(self) -> None:
         if not self.key:
-            raise ValueError(f"sample key must not be empty ({self.location})")
+            raise InvalidValueError(f"sample key must not be empty ({self.location})")
+        check_text("image reference", self.key)
+        check_text("image name", self.image_name)
+        for label in self.image_labels:
+            check_text("class name", label)
+        _check_attributes(self.attributes)
         object.__setattr__(self, "attributes", shared(self.attributes))
         object.__setattr__(self, "image_labels", shared(self.image_labels))
         if self.declared_size is not None and min(self.declared_size) <= 0:
-            raise ValueError(f"declared_size must be positive, got {self.declared_size!r}")
+            raise InvalidValueError(f"declared_size must be positive, got {self.declared_size!r}")
 
     @property
     def has_mask(self) -> bool:

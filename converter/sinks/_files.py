@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from converter.core.materialize import EncodedSample, RecordOptions
 from converter.core.protocols import ChecksumManifest
+from converter.core.sample import InvalidValueError, check_text
 from converter.core.split import SplitName
+from converter.errors import UsageError
 
 SPLIT_FOLDERS: dict[SplitName, str] = {"train": "train", "validation": "val", "test": "test"}
 CHECKSUMS_FILE = "SHA256SUMS"
@@ -128,3 +131,17 @@ class SplitFiles:
         (self.output_dir / self.folder).mkdir(parents=True, exist_ok=True)
         write_file(self.output_dir / manifest, data)
         return ChecksumManifest(manifest, len(self._sha256_by_path), len(data), hashlib.sha256(data).hexdigest())
+
+
+def check_unicode_names(class_names: Sequence[str]) -> None:
+    """Raise `UsageError` for a class name no format can write: one that is not Unicode text.
+
+    Sources skip the samples that carry such a name; a pinned list (`--classes` YAML may
+    escape a lone surrogate) is checked here, before any work, instead of failing the
+    first record that names it.
+    """
+    for name in class_names:
+        try:
+            check_text("class name", name)
+        except InvalidValueError as error:
+            raise UsageError(f"{error}; no output format can write it") from None

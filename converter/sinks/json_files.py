@@ -34,6 +34,7 @@ from converter.sinks._files import (
     OutputName,
     SplitFiles,
     UniqueNames,
+    check_unicode_names,
     file_reference,
     pass_through,
 )
@@ -157,7 +158,8 @@ class JsonFilesSink:
         return _JsonSplitWriter(output_dir, split, options)
 
     def check_class_names(self, class_names: Sequence[str]) -> None:
-        """Any name can be written: records and JSON carry names as strings."""
+        """Any Unicode name can be written: JSON carries names as strings."""
+        check_unicode_names(class_names)
 
     def entry_names(self, splits: Sequence[SplitName]) -> tuple[str, ...]:
         return tuple(SPLIT_FOLDERS[split] for split in splits)

@@ -31,6 +31,7 @@ from converter.sinks._files import (
     SPLIT_FOLDERS,
     SplitFiles,
     UniqueNames,
+    check_unicode_names,
     pass_through,
     write_file,
 )
@@ -86,6 +87,7 @@ class MasksSink:
 
     def check_class_names(self, class_names: Sequence[str]) -> None:
         """codes.txt holds one name per line: a name with a line break cannot be written."""
+        check_unicode_names(class_names)
         unwritable = [name for name in class_names if "\n" in name or "\r" in name]
         if unwritable:
             raise UsageError(f"class names {unwritable} hold line breaks and cannot be written to codes.txt")

@@ -49,6 +49,7 @@ from converter.sinks._files import (
     SPLIT_FOLDERS,
     SplitFiles,
     UniqueNames,
+    check_unicode_names,
     file_reference,
     pass_through,
     write_file,
@@ -139,6 +140,7 @@ class MasterfulSink:
 
     def check_class_names(self, class_names: Sequence[str]) -> None:
         """label_map.csv has no quoting: a name holding its separator or a line break cannot be written."""
+        check_unicode_names(class_names)
         unwritable = [name for name in class_names if "," in name or "\n" in name or "\r" in name]
         if unwritable:
             raise UsageError(

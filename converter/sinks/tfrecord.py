@@ -31,6 +31,7 @@ from converter.core.protocols import SplitOutput
 from converter.core.split import SplitName
 from converter.errors import UsageError
 from converter.formats.tfrecord import BytesFeature, Feature, FloatFeature, Int64Feature, encode_record
+from converter.sinks._files import check_unicode_names
 from converter.sinks._sharded_file import ShardedFileWriter
 
 SPLIT_FOLDERS: dict[SplitName, str] = {"train": "tfrecord_train", "validation": "tfrecord_val", "test": "tfrecord_test"}
@@ -208,7 +209,8 @@ class TFRecordSink:
         return _TFRecordSplitWriter(output_dir, split, self.max_shard_bytes)
 
     def check_class_names(self, class_names: Sequence[str]) -> None:
-        """Any name can be written: records and JSON carry names as strings."""
+        """Any Unicode name can be written: records carry names as UTF-8 strings."""
+        check_unicode_names(class_names)
 
     def entry_names(self, splits: Sequence[SplitName]) -> tuple[str, ...]:
         return tuple(SPLIT_FOLDERS[split] for split in splits)

@@ -22,8 +22,10 @@ What cannot be used is reported, never dropped silently. A malformed, repeated o
 unresolvable image entry is a skipped sample. An annotation whose `image_id` names no
 image belongs to no sample: it is a skipped entry keyed `annotation <id>`. Inside a kept
 image, an annotation that is malformed or names an unknown category is dropped with a
-note; a polygon part of fewer than three points is dropped with a note, and an
-annotation left with no part keeps its box. A file that is not COCO at all is a usage error.
+note, and so is one with a non-finite or overflowing number; a polygon part of fewer than
+three points is dropped with a note, and an annotation left with no part keeps its box. A
+file that is not COCO at all (or not JSON, or a category name that is not Unicode text)
+is a usage error.
 
 The whole file is parsed at once (the standard library has no streaming parser); the
 parsed document is released once the samples are built, so only the compact samples
@@ -39,10 +41,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from converter.core.images import image_resolver
-from converter.core.input_files import load_json
+from converter.core.images import declared_size, image_resolver
+from converter.core.input_files import load_json, shown, utf8_peek
 from converter.core.sample import (
     AnnotationNote,
+    InvalidValueError,
     ObjectAnnotation,
     Polygon,
     RleMask,
@@ -51,14 +54,16 @@ from converter.core.sample import (
     SkipHandler,
     SkippedSample,
     SourceContents,
+    check_text,
 )
 from converter.core.storage import RemotePath
-from converter.errors import SampleError, SampleLocation, UsageError
-from converter.sources._peek import json_file_ends
+from converter.errors import SampleError, SampleLocation, UsageError, quoted
+from converter.sources._peek import FileEnds, json_file_ends
 
 COCO_SUFFIXES = (".json",)
 _MIN_POLYGON_COORDINATES = 6  # three points
 _LISTED_IDS = 20  # category ids quoted in an "unknown category" message
+_QUOTED_ID_CHARACTERS = 24  # each shortened to this, so the list stays short
 
 # What shows each of the three COCO lists in a peek at the file's ends. The `annotations` key
 # itself may sit in the middle of a large file (after a large `images` list, before a small
@@ -80,10 +85,11 @@ def looks_like_coco(path: Path) -> bool:
     an object, so they are not taken for COCO.
     """
     ends = json_file_ends(path, COCO_SUFFIXES)
-    return (
-        ends is not None
-        and ends.starts_an_object()
-        and all(any(ends.contains(pattern) for pattern in patterns) for patterns in _SECTION_EVIDENCE)
+    if ends is None:
+        return False
+    ends = FileEnds(*utf8_peek(ends.head, ends.tail))
+    return ends.starts_an_object() and all(
+        any(ends.contains(pattern) for pattern in patterns) for patterns in _SECTION_EVIDENCE
     )
 
 
@@ -106,7 +112,7 @@ def _malformed(message: str) -> SampleError:
 
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _malformed(f"{what} must be a finite number, got {value!r}")
+        raise _malformed(f"{what} must be a finite number, got {shown(value)}")
     return float(value)
 
 
@@ -197,12 +203,16 @@ class CocoSource:
             name = entry.get("name") if isinstance(entry, dict) else None
             if category_id is None or not isinstance(name, str) or not name:
                 raise UsageError(
-                    f"{self.annotations}: categories[{index}] needs an `id` and a non-empty `name`, got {entry!r}"
+                    f"{self.annotations}: categories[{index}] needs an `id` and a non-empty `name`, got {shown(entry)}"
                 )
+            try:
+                check_text("its name", name)
+            except InvalidValueError as error:
+                raise UsageError(f"{self.annotations}: categories[{index}]: {error}") from None
             if names.get(category_id, name) != name:
                 raise UsageError(
-                    f"{self.annotations}: category id {category_id!r} is listed twice, as "
-                    f"{names[category_id]!r} and as {name!r}"
+                    f"{self.annotations}: category id {quoted(category_id)} is listed twice, as "
+                    f"{quoted(names[category_id])} and as {quoted(name)}"
                 )
             names[category_id] = name
         return names
@@ -217,7 +227,7 @@ class CocoSource:
                     SkippedSample(
                         self._location(f"images[{index}]"),
                         "malformed_annotation",
-                        f"images[{index}] has no usable `id` (an int or a string): {image!r}",
+                        f"images[{index}] has no usable `id` (an int or a string): {shown(image)}",
                     )
                 )
                 continue
@@ -230,15 +240,15 @@ class CocoSource:
             if id_counts[entry.image_id] > 1:
                 entry.problem = SampleError(
                     "duplicate_image",
-                    f"image id {entry.image_id!r} is listed {id_counts[entry.image_id]} times in `images`, so its "
-                    "annotations cannot be told apart",
+                    f"image id {quoted(entry.image_id)} is listed {id_counts[entry.image_id]} times in `images`, "
+                    "so its annotations cannot be told apart",
                 )
             elif entry.key in first_with_file:
                 first = first_with_file[entry.key]
                 entry.problem = SampleError(
                     "duplicate_image",
-                    f"images[{entry.index}] (id {entry.image_id!r}) names the same file as images[{first.index}] "
-                    f"(id {first.image_id!r}); only the first is converted",
+                    f"images[{entry.index}] (id {quoted(entry.image_id)}) names the same file as "
+                    f"images[{first.index}] (id {quoted(first.image_id)}); only the first is converted",
                 )
             else:
                 first_with_file[entry.key] = entry
@@ -248,18 +258,15 @@ class CocoSource:
     def _image_entry(index: int, image_id: EntryId, image: dict[str, Any]) -> _ImageEntry:
         file_name = image.get("file_name")
         if not isinstance(file_name, str) or not file_name:
-            problem = _malformed(f"image {image_id!r} has no `file_name`: {image!r}")
+            problem = _malformed(f"image {quoted(image_id)} has no `file_name`: {shown(file_name)}")
             return _ImageEntry(index, image_id, f"image {image_id}", None, problem)
         width, height = image.get("width"), image.get("height")
         if width is None and height is None:
             return _ImageEntry(index, image_id, file_name, None)
-        declared_width, declared_height = _positive_int(width), _positive_int(height)
-        if declared_width is None or declared_height is None:
-            problem = _malformed(
-                f"image {image_id!r} `width` and `height` must be positive ints, got {width!r}x{height!r}"
-            )
+        try:
+            return _ImageEntry(index, image_id, file_name, declared_size(width, height, f"image {quoted(image_id)}"))
+        except SampleError as problem:
             return _ImageEntry(index, image_id, file_name, None, problem)
-        return _ImageEntry(index, image_id, file_name, (declared_width, declared_height))
 
     def _attach(self, raw: list[Any], by_id: dict[EntryId, _ImageEntry], skipped: SkipCollector) -> None:
         """Give each annotation to the image it names (the first entry of a repeated id); report the rest."""
@@ -268,7 +275,7 @@ class CocoSource:
                 name = f"annotations[{index}]"
                 skipped.append(
                     SkippedSample(
-                        self._location(name), "malformed_annotation", f"{name} is not an object: {annotation!r}"
+                        self._location(name), "malformed_annotation", f"{name} is not an object: {shown(annotation)}"
                     )
                 )
                 continue
@@ -281,7 +288,7 @@ class CocoSource:
                     SkippedSample(
                         self._location(name),
                         "unknown_image",
-                        f"{name} refers to image_id {annotation.get('image_id')!r}, which `images` does not list",
+                        f"{name} refers to image_id {shown(annotation.get('image_id'))}, which `images` does not list",
                     )
                 )
                 continue
@@ -305,17 +312,23 @@ class CocoSource:
             except SampleError as error:
                 notes.append(AnnotationNote(location, error.code, f"{name} dropped: {error.message}"))
                 continue
+            except InvalidValueError as error:
+                notes.append(AnnotationNote(location, "invalid_value", f"{name} dropped: {error}"))
+                continue
             objects.append(obj)
             if note is not None:
                 notes.append(AnnotationNote(location, "degenerate_polygon", note))
-        return Sample(
-            key=entry.key,
-            location=location,
-            image_path=image.path,
-            image_name=image.name,
-            declared_size=entry.declared_size,
-            objects=tuple(objects),
-        )
+        try:
+            return Sample(
+                key=entry.key,
+                location=location,
+                image_path=image.path,
+                image_name=image.name,
+                declared_size=entry.declared_size,
+                objects=tuple(objects),
+            )
+        except InvalidValueError as error:
+            raise SampleError("invalid_value", str(error)) from None
 
 
 def _object(
@@ -325,15 +338,17 @@ def _object(
     category_id = _entry_id(annotation.get("category_id"))
     if category_id is None or category_id not in categories:
         listed = sorted(categories, key=_id_order)
-        shown = ", ".join(map(repr, listed[:_LISTED_IDS])) + (", ..." if len(listed) > _LISTED_IDS else "")
+        ids = ", ".join(quoted(value, _QUOTED_ID_CHARACTERS) for value in listed[:_LISTED_IDS])
+        if len(listed) > _LISTED_IDS:
+            ids += ", ..."
         raise SampleError(
             "unknown_class_id",
-            f"category_id {annotation.get('category_id')!r} is not in `categories` (ids: {shown})",
+            f"category_id {shown(annotation.get('category_id'))} is not in `categories` (ids: {ids})",
         )
     box = _bbox(annotation.get("bbox"))
     crowd = annotation.get("iscrowd", 0)
     if crowd not in (0, 1):
-        raise _malformed(f"`iscrowd` must be 0 or 1, got {crowd!r}")
+        raise _malformed(f"`iscrowd` must be 0 or 1, got {shown(crowd)}")
     segmentation = annotation.get("segmentation")
     polygons: tuple[Polygon, ...] = ()
     rle = None
@@ -359,7 +374,11 @@ def _object(
             polygons=polygons,
             rle=rle,
             is_crowd=bool(crowd),
-            attributes=tuple((str(key), str(value)) for key, value in attributes.items())
+            attributes=tuple(
+                (key, value if isinstance(value, str) else str(value))
+                for key, value in attributes.items()
+                if isinstance(value, str | int | float | bool)
+            )
             if isinstance(attributes, dict)
             else (),
         ),
@@ -372,18 +391,18 @@ def _bbox(value: Any) -> tuple[float, float, float, float] | None:
     if value is None:
         return None
     if not isinstance(value, list) or len(value) != 4:
-        raise _malformed(f"`bbox` must be [x, y, width, height], got {value!r}")
+        raise _malformed(f"`bbox` must be [x, y, width, height], got {shown(value)}")
     x, y, width, height = (_number(number, "`bbox`") for number in value)
     return x, y, x + width, y + height
 
 
 def _polygon_parts(value: Any) -> _PolygonParts:
     if not isinstance(value, list):
-        raise _malformed(f"`segmentation` must be a list of polygons or an RLE object, got {value!r}")
+        raise _malformed(f"`segmentation` must be a list of polygons or an RLE object, got {shown(value)}")
     polygons, degenerate = [], []
     for index, part in enumerate(value):
         if not isinstance(part, list):
-            raise _malformed(f"`segmentation` part {index} must be a flat list of coordinates, got {part!r}")
+            raise _malformed(f"`segmentation` part {index} must be a flat list of coordinates, got {shown(part)}")
         coordinates = tuple(_number(number, f"`segmentation` part {index}") for number in part)
         if len(coordinates) % 2:
             raise _malformed(f"`segmentation` part {index} has an odd number of coordinates ({len(coordinates)})")
@@ -398,11 +417,11 @@ def _rle(value: dict[str, Any]) -> RleMask:
     """An RLE as given; whether its counts fit its size is checked when it is decoded."""
     size, counts = value.get("size"), value.get("counts")
     if not isinstance(size, list) or len(size) != 2 or any(_positive_int(side) is None for side in size):
-        raise _malformed(f"RLE `size` must be [height, width] in positive ints, got {size!r}")
+        raise _malformed(f"RLE `size` must be [height, width] in positive ints, got {shown(size)}")
     if isinstance(counts, str) and counts:
         return RleMask(size[0], size[1], counts)
     if isinstance(counts, list) and all(
         isinstance(run, int) and not isinstance(run, bool) and run >= 0 for run in counts
     ):
         return RleMask(size[0], size[1], tuple(counts))
-    raise _malformed(f"RLE `counts` must be a list of run lengths or a compressed string, got {counts!r}")
+    raise _malformed(f"RLE `counts` must be a list of run lengths or a compressed string, got {shown(counts)}")

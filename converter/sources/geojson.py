@@ -40,13 +40,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import shapely
 from shapely.validation import explain_validity
 
-from converter.core.images import image_resolver
-from converter.core.input_files import load_json
+from converter.core.images import declared_size, image_resolver
+from converter.core.input_files import load_json, shown, utf8_peek
 from converter.core.sample import (
     AnnotationNote,
+    InvalidValueError,
     ObjectAnnotation,
     Polygon,
     Sample,
@@ -54,15 +56,16 @@ from converter.core.sample import (
     SkipHandler,
     SkippedSample,
     SourceContents,
+    check_text,
 )
 from converter.core.storage import RemotePath
-from converter.errors import SampleError, SampleLocation, UsageError
-from converter.sources._peek import json_file_ends
+from converter.errors import SampleError, SampleLocation, UsageError, quoted
+from converter.sources._peek import FileEnds, json_file_ends
 
 GEOJSON_SUFFIXES = (".geojson", ".json")
 _FEATURE_COLLECTION = re.compile(rb'"type"\s*:\s*"FeatureCollection"')
 _MIN_RING_POINTS = 3
-_DIGITS = re.compile(r"^[0-9]+$")
+_DIGITS = re.compile(r"[0-9]{1,18}")  # a numeric class id fits in 64 bits
 
 Ring = tuple[float, ...]  # flat x, y pairs, open
 
@@ -70,7 +73,10 @@ Ring = tuple[float, ...]  # flat x, y pairs, open
 def looks_like_geojson(path: Path) -> bool:
     """Whether a file is a GeoJSON FeatureCollection, from a peek at its two ends."""
     ends = json_file_ends(path, GEOJSON_SUFFIXES)
-    return ends is not None and ends.starts_an_object() and ends.contains(_FEATURE_COLLECTION)
+    if ends is None:
+        return False
+    ends = FileEnds(*utf8_peek(ends.head, ends.tail))
+    return ends.starts_an_object() and ends.contains(_FEATURE_COLLECTION)
 
 
 def _malformed(message: str) -> SampleError:
@@ -79,12 +85,8 @@ def _malformed(message: str) -> SampleError:
 
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _malformed(f"{what} must hold finite numbers, got {value!r}")
+        raise _malformed(f"{what} must hold finite numbers, got {shown(value)}")
     return float(value)
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _text(value: Any) -> str | None:
@@ -100,26 +102,30 @@ class _ClassName:
 def _class_name(properties: dict[str, Any]) -> _ClassName:
     class_id = properties.get("class_id")
     if isinstance(class_id, bool) or not (isinstance(class_id, int) or _text(class_id) or class_id is None):
-        raise _malformed(f"`class_id` must be an int or a name, got {class_id!r}")
+        raise _malformed(f"`class_id` must be an int or a name, got {shown(class_id)}")
     numeric_id = class_id if isinstance(class_id, int) else None
-    if isinstance(class_id, str) and _DIGITS.match(class_id):
+    if isinstance(class_id, str) and _DIGITS.fullmatch(class_id):
         numeric_id = int(class_id)
     name = _text(properties.get("class_name")) or _text(properties.get("label"))
     if name is None and class_id is not None:
         name = str(class_id)
     if name is None:
         raise _malformed("it has no `class_id`, `class_name` or `label` property")
+    try:
+        check_text("its class name", name)
+    except InvalidValueError as error:
+        raise SampleError("invalid_value", str(error)) from None
     return _ClassName(name, numeric_id)
 
 
 def _ring(value: Any, what: str) -> Ring:
     """A GeoJSON ring (a list of [x, y] positions) as flat open coordinates."""
     if not isinstance(value, list):
-        raise _malformed(f"{what} must be a list of positions, got {value!r}")
+        raise _malformed(f"{what} must be a list of positions, got {shown(value)}")
     coordinates: list[float] = []
     for position in value:
         if not isinstance(position, list) or len(position) < 2:
-            raise _malformed(f"{what} has a position that is not [x, y]: {position!r}")
+            raise _malformed(f"{what} has a position that is not [x, y]: {shown(position)}")
         coordinates += (_number(position[0], what), _number(position[1], what))
     if len(coordinates) >= 4 and coordinates[:2] == coordinates[-2:]:
         del coordinates[-2:]
@@ -128,7 +134,7 @@ def _ring(value: Any, what: str) -> Ring:
 
 def _polygon_rings(value: Any, what: str) -> list[Ring]:
     if not isinstance(value, list):
-        raise _malformed(f"{what} must be a list of rings, got {value!r}")
+        raise _malformed(f"{what} must be a list of rings, got {shown(value)}")
     return [_ring(ring, f"{what} ring {index}") for index, ring in enumerate(value)]
 
 
@@ -137,17 +143,17 @@ def _geometry_parts(geometry: Any) -> list[list[Ring]]:
     if geometry is None:
         raise SampleError("missing_geometry", "it has no geometry")
     if not isinstance(geometry, dict):
-        raise _malformed(f"`geometry` must be an object, got {geometry!r}")
+        raise _malformed(f"`geometry` must be an object, got {shown(geometry)}")
     kind, coordinates = geometry.get("type"), geometry.get("coordinates")
     if kind == "Polygon":
         parts = [_polygon_rings(coordinates, "Polygon")]
     elif kind == "MultiPolygon":
         if not isinstance(coordinates, list):
-            raise _malformed(f"MultiPolygon coordinates must be a list of polygons, got {coordinates!r}")
+            raise _malformed(f"MultiPolygon coordinates must be a list of polygons, got {shown(coordinates)}")
         parts = [_polygon_rings(polygon, f"MultiPolygon part {index}") for index, polygon in enumerate(coordinates)]
     else:
         raise SampleError(
-            "unsupported_geometry", f"its geometry is a {kind!r}; only Polygon and MultiPolygon have an area"
+            "unsupported_geometry", f"its geometry is a {shown(kind)}; only Polygon and MultiPolygon have an area"
         )
     if not any(ring for rings in parts for ring in rings):
         raise SampleError("empty_geometry", f"its {kind} has no coordinates")
@@ -221,6 +227,24 @@ def _shapes(parts: list[list[Ring]]) -> tuple[tuple[Polygon, ...], list[str]]:
     return tuple(polygons), repairs
 
 
+def _checked_shapes(parts: list[list[Ring]]) -> tuple[tuple[Polygon, ...], list[str]]:
+    """`_shapes`, with what GEOS cannot compute as a `SampleError`.
+
+    GEOS gives up on coordinates near the limits of a double (1e308: "non-noded
+    intersection", "scale factor must be non-zero"); such a feature is dropped, not the run.
+    """
+    try:
+        with np.errstate(all="ignore"):  # the same limits make GEOS's numbers NaN: its warnings say nothing more
+            return _shapes(parts)
+    except shapely.errors.GEOSException as error:
+        problem = next(iter(str(error).splitlines()), "")
+        raise SampleError(
+            "invalid_geometry", f"its geometry cannot be checked or repaired ({quoted(problem, 160)})"
+        ) from None
+    except InvalidValueError as error:
+        raise SampleError("invalid_value", str(error)) from None
+
+
 @dataclass
 class _ClassOrder:
     """Class names by the smallest numeric `class_id` seen with each, then by name; names without one last."""
@@ -250,16 +274,16 @@ class _ImageGroup:
     objects: list[ObjectAnnotation] = field(default_factory=list)
     notes: list[AnnotationNote] = field(default_factory=list)
     sizes: set[tuple[int, int]] = field(default_factory=set)
-    bad_sizes: list[str] = field(default_factory=list)
+    bad_sizes: list[SampleError] = field(default_factory=list)
 
     def add_size(self, width: Any, height: Any) -> None:
         """Record a feature's declared size; features that give none say nothing about it."""
         if width is None and height is None:
             return
-        if _positive_int(width) and _positive_int(height):
-            self.sizes.add((width, height))
-        else:
-            self.bad_sizes.append(f"{width!r} x {height!r}")
+        try:
+            self.sizes.add(declared_size(width, height, "`image_width` x `image_height`"))
+        except SampleError as error:
+            self.bad_sizes.append(error)
 
 
 class GeoJsonSource:
@@ -281,7 +305,7 @@ class GeoJsonSource:
             if not isinstance(properties, dict) or image_filename is None:
                 reason = f"{name} has no `image_filename` property, so it belongs to no image"
                 if not isinstance(feature, dict) or feature.get("type") != "Feature":
-                    reason = f"{name} is not a GeoJSON Feature object: {feature!r:.200}"
+                    reason = f"{name} is not a GeoJSON Feature object: {shown(feature)}"
                 skipped.append(SkippedSample(self._location(name), "malformed_annotation", reason))
                 continue
             group = groups.setdefault(image_filename, _ImageGroup(self._location(image_filename)))
@@ -289,7 +313,7 @@ class GeoJsonSource:
             try:
                 class_name = _class_name(properties)
                 class_order.add(class_name)  # before the geometry: a class stays listed when its shapes are dropped
-                polygons, repairs = _shapes(_geometry_parts(feature.get("geometry")))
+                polygons, repairs = _checked_shapes(_geometry_parts(feature.get("geometry")))
                 if not polygons:
                     raise SampleError("invalid_geometry", f"its geometry cannot be repaired ({'; '.join(repairs)})")
             except SampleError as error:
@@ -318,7 +342,7 @@ class GeoJsonSource:
         document = load_json(self.annotations, "GeoJSON file")
         if not isinstance(document, dict) or document.get("type") != "FeatureCollection":
             found = document.get("type") if isinstance(document, dict) else type(document).__name__
-            raise UsageError(f"{self.annotations} is not a GeoJSON FeatureCollection (its type is {found!r})")
+            raise UsageError(f"{self.annotations} is not a GeoJSON FeatureCollection (its type is {shown(found)})")
         features = document.get("features")
         if not isinstance(features, list):
             raise UsageError(f"{self.annotations} has no `features` list (found {type(features).__name__})")
@@ -326,16 +350,19 @@ class GeoJsonSource:
 
     def _sample(self, image_filename: str, group: _ImageGroup) -> Sample:
         if group.bad_sizes:
-            raise _malformed(f"`image_width` and `image_height` must be positive ints, got {group.bad_sizes[0]}")
+            raise group.bad_sizes[0]
         if len(group.sizes) > 1:
             listed = ", ".join(f"{width}x{height}" for width, height in sorted(group.sizes))
             raise _malformed(f"its features disagree on `image_width` x `image_height`: {listed}")
         image = self._resolver.locate(image_filename)
-        return Sample(
-            key=image_filename,
-            location=group.location,
-            image_path=image.path,
-            image_name=image.name,
-            declared_size=next(iter(group.sizes), None),
-            objects=tuple(group.objects),
-        )
+        try:
+            return Sample(
+                key=image_filename,
+                location=group.location,
+                image_path=image.path,
+                image_name=image.name,
+                declared_size=next(iter(group.sizes), None),
+                objects=tuple(group.objects),
+            )
+        except InvalidValueError as error:
+            raise SampleError("invalid_value", str(error)) from None

@@ -29,6 +29,11 @@ Rules (docs/sources/labelstudio.md says the same to users):
   the image size skip the task: a task is converted whole or not at all.
 - The sample key (and `image/source_id`) is `data.image` as written. Report entries
   carry no line (a JSON list has no line per task) and the key `task <id>`.
+- Whatever a task holds costs that task alone: a number that is not finite or
+  overflows once in pixels, text that is not Unicode (a lone surrogate), a size over
+  `MAX_IMAGE_PIXELS`, a brush whose header announces more words than its canvas holds,
+  a reference no URL parser takes apart, each skips its task with a report entry; only
+  a file that is not a JSON list of tasks stops the run, as one usage error.
 - Class order: a labelling config's `<Label>`/`<Choice>` order when one is known (a
   server project's `label_config`), then any other name used, sorted; an export file
   carries no config, so its classes are sorted by name (pin another order with --classes).
@@ -39,17 +44,19 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 from xml.etree import ElementTree
 
-from converter.core.images import ImageResolver, reference_parts
-from converter.core.input_files import load_json
+from converter.core.images import MAX_IMAGE_PIXELS, ImageResolver, reference_parts
+from converter.core.input_files import MAX_INT_DIGITS, load_json, named, shown
 from converter.core.sample import (
+    InvalidValueError,
     Keypoint,
     ObjectAnnotation,
     Polygon,
@@ -60,7 +67,7 @@ from converter.core.sample import (
     SourceContents,
 )
 from converter.core.secret import Secret
-from converter.errors import SampleError, SampleLocation, UsageError
+from converter.errors import SampleError, SampleLocation, UsageError, quoted
 from converter.sources._peek import json_file_head
 from converter.sources.labelstudio_api import LabelStudioClient, LabelStudioError
 from converter.sources.labelstudio_brush import brush_to_rle_mask
@@ -78,6 +85,11 @@ EXPORT_SUFFIXES = (".json",)
 _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-(.+)$")  # Label Studio prefixes uploaded file names: 6e2a3b1c-cat.jpg
 _LOCAL_FILES_PATH = "/data/local-files"
 _OLDEST = datetime.min.replace(tzinfo=UTC)
+_LISTED_KEYS = 8  # `data` keys a message names
+# Recognition reads ints as `parse_json` does: one too long for Python's int parser is a float, not an error.
+_PEEK_DECODER = json.JSONDecoder(
+    parse_int=lambda digits: int(digits) if len(digits) <= MAX_INT_DIGITS else float(digits)
+)
 
 
 # ---------------------------------------------------------------------------
@@ -103,8 +115,8 @@ def looks_like_labelstudio_export(path: Path) -> bool:
         return False
     first = head.text[1:].lstrip()
     try:
-        task, _ = json.JSONDecoder().raw_decode(first)
-    except json.JSONDecodeError:
+        task, _ = _PEEK_DECODER.raw_decode(first)
+    except (json.JSONDecodeError, RecursionError):  # not JSON (or cut short), or nested too deeply
         cut_short = head.cut_short and first.startswith("{")
         return cut_short and '"data"' in first and ('"annotations"' in first or '"predictions"' in first)
     return _is_task(task)
@@ -150,37 +162,58 @@ def parse_label_config(xml_text: str) -> LabelConfig:
 
 
 def _number(container: Mapping[str, Any], key: str, where: str) -> float:
+    """A finite float; an int too large for a float (`OverflowError` in `float()`) is refused like infinity."""
     value = container.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise SampleError("malformed_annotation", f"{where} `{key}` must be a finite number, got {value!r}")
-    return float(value)
+    try:
+        number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+    except OverflowError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise SampleError("malformed_annotation", f"{where} `{key}` must be a finite number, got {shown(value)}")
+    return number
 
 
 def _dimension(result: Mapping[str, Any], key: str, where: str) -> int:
     value = result.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise SampleError("malformed_annotation", f"{where} `{key}` must be a positive integer, got {value!r}")
+        raise SampleError("malformed_annotation", f"{where} `{key}` must be a positive integer, got {shown(value)}")
     return value
 
 
 def _size(result: Mapping[str, Any], where: str) -> tuple[int, int]:
-    """`(original_width, original_height)`: the image size the region's percentages refer to."""
-    return _dimension(result, "original_width", where), _dimension(result, "original_height", where)
+    """`(original_width, original_height)`: the image size the region's percentages refer to.
+
+    Bounded by `MAX_IMAGE_PIXELS` like an image header: a brush canvas is allocated at this
+    size, so `original_width: 1e12` must not get that far.
+    """
+    width, height = _dimension(result, "original_width", where), _dimension(result, "original_height", where)
+    if width * height > MAX_IMAGE_PIXELS:
+        raise SampleError(
+            "image_too_large",
+            f"{where} declares the image as {width}x{height}, more than the {MAX_IMAGE_PIXELS:,} pixels "
+            "an image may have (a corrupt size)",
+        )
+    return width, height
 
 
 def _labels(value: Mapping[str, Any], kind: str, where: str) -> list[str]:
     labels = value.get(kind)
     if not isinstance(labels, list) or not labels or not all(isinstance(name, str) and name for name in labels):
         raise SampleError(
-            "malformed_annotation", f"{where} `value.{kind}` must be a non-empty list of names, got {labels!r}"
+            "malformed_annotation", f"{where} `value.{kind}` must be a non-empty list of names, got {shown(labels)}"
         )
     return labels
 
 
 def _task_key(task: Any, index: int) -> str:
-    """`task <id>`, or `task at index <n>` (0-based) for a task without an id, as in a hand-made export."""
+    """`task <id>`, or `task at index <n>` (0-based) for a task without a usable id, as in a hand-made export.
+
+    Label Studio's ids are 64-bit; a longer int is no id, and would fill every report entry.
+    """
     task_id = task.get("id") if isinstance(task, dict) else None
-    return f"task {task_id}" if isinstance(task_id, int) and not isinstance(task_id, bool) else f"task at index {index}"
+    if isinstance(task_id, int) and not isinstance(task_id, bool) and abs(task_id) <= sys.maxsize:
+        return f"task {task_id}"
+    return f"task at index {index}"
 
 
 # ---------------------------------------------------------------------------
@@ -196,7 +229,7 @@ def _created_at(annotation: Mapping[str, Any]) -> datetime:
     except ValueError:
         moment = None
     if moment is None:
-        raise SampleError("malformed_annotation", f"annotation `created_at` is not an ISO 8601 time: {text!r}")
+        raise SampleError("malformed_annotation", f"annotation `created_at` is not an ISO 8601 time: {shown(text)}")
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
@@ -255,12 +288,12 @@ def _polygon_pixels(value: Mapping[str, Any], width: int, height: int, where: st
     points = value.get("points")
     if not isinstance(points, list) or len(points) < 3:
         raise SampleError(
-            "malformed_annotation", f"{where} `points` must list at least 3 [x, y] points, got {points!r}"
+            "malformed_annotation", f"{where} `points` must list at least 3 [x, y] points, got {shown(points)}"
         )
     flat: list[float] = []
     for point in points:
         if not isinstance(point, list) or len(point) != 2:
-            raise SampleError("malformed_annotation", f"{where} has a point that is not [x, y]: {point!r}")
+            raise SampleError("malformed_annotation", f"{where} has a point that is not [x, y]: {shown(point)}")
         x, y = _number({"x": point[0]}, "x", where), _number({"y": point[1]}, "y", where)
         flat.extend((x / 100 * width, y / 100 * height))
     return Polygon(tuple(flat))
@@ -294,7 +327,7 @@ def read_results(results: Any) -> _TaskContent:
     for index, result in enumerate(results):
         where = f"result {index}"
         if not isinstance(result, dict):
-            raise SampleError("malformed_annotation", f"{where} must be an object, got {result!r}")
+            raise SampleError("malformed_annotation", f"{where} must be an object, got {shown(result)}")
         kind = result.get("type")
         if kind == RELATION:
             content.relations += 1
@@ -302,7 +335,8 @@ def read_results(results: Any) -> _TaskContent:
         if kind not in SUPPORTED_RESULT_TYPES:
             raise SampleError(
                 "unsupported_result_type",
-                f"{where} has type {kind!r}, which is not converted (supported: {', '.join(SUPPORTED_RESULT_TYPES)}); "
+                f"{where} has type {shown(kind)}, which is not converted "
+                f"(supported: {', '.join(SUPPORTED_RESULT_TYPES)}); "
                 "the task is skipped rather than converted without it",
             )
         where = f"{where} ({kind})"
@@ -310,7 +344,7 @@ def read_results(results: Any) -> _TaskContent:
         if rotation not in (0, None):
             raise SampleError(
                 "image_rotation",
-                f"{where} was drawn on the image rotated by {rotation!r} degrees in the editor "
+                f"{where} was drawn on the image rotated by {shown(rotation)} degrees in the editor "
                 "(`image_rotation`); such coordinates cannot be mapped back to the image reliably",
             )
         value = result.get("value")
@@ -431,6 +465,18 @@ class LabelStudioSource:
         return SourceContents(tuple(samples), skipped.kept(), native_order, description)
 
     def _sample(self, task: Any, location: SampleLocation, config: LabelConfig) -> tuple[Sample, int]:
+        """The task's sample and its number of relations; `SampleError` for anything that keeps it from being one.
+
+        The sample model refuses values no output can hold (`InvalidValueError`: a
+        coordinate that overflows to infinity once in pixels, a class name with a lone
+        surrogate); those skip the task like any other malformed annotation.
+        """
+        try:
+            return self._checked_sample(task, location, config)
+        except InvalidValueError as error:
+            raise SampleError("invalid_value", str(error)) from None
+
+    def _checked_sample(self, task: Any, location: SampleLocation, config: LabelConfig) -> tuple[Sample, int]:
         if not isinstance(task, dict):
             raise SampleError("malformed_task", f"a task must be a JSON object, got {type(task).__name__}")
         data = task.get("data")
@@ -440,7 +486,7 @@ class LabelStudioSource:
         if not isinstance(reference, str) or not reference:
             raise SampleError(
                 "missing_image_reference",
-                f"task `data` has no image reference `{config.image_field}` (its keys: {', '.join(sorted(data))})",
+                f"task `data` has no image reference `{config.image_field}` (its keys: {_listed_keys(data)})",
             )
         annotations = task.get("annotations") or []
         if not isinstance(annotations, list) or not all(isinstance(item, dict) for item in annotations):
@@ -477,7 +523,9 @@ class LabelStudioSource:
 
     def _resolve(self, reference: str) -> Path:
         """The image file; an upload whose prefixed name is missing is tried without the prefix."""
+        _check_url(reference)
         target = local_path_of(reference)
+        _check_url(target)
         try:
             return self._resolver.resolve(target)
         except SampleError as error:
@@ -491,13 +539,35 @@ class LabelStudioSource:
             except SampleError as error:
                 if error.code != "missing_image":
                     raise
-            message += f", nor as {PurePosixPath(stripped).name!r} (without Label Studio's upload prefix)"
+            message += f", nor as {quoted(PurePosixPath(stripped).name)} (without Label Studio's upload prefix)"
         if _is_upload(target):
             message += (
                 "; Label Studio keeps uploaded files in its data folder under media/upload/: "
                 "pass -i <label-studio data folder>/media"
             )
         raise SampleError("missing_image", message)
+
+
+def _listed_keys(data: Mapping[str, Any]) -> str:
+    """A task's `data` keys as a message lists them: the first few, each escaped and shortened if not plain."""
+    keys = sorted(data)
+    listed = ", ".join(named(key) for key in keys[:_LISTED_KEYS])
+    return listed + (f" and {len(keys) - _LISTED_KEYS} more" if len(keys) > _LISTED_KEYS else "")
+
+
+def _check_url(reference: str) -> None:
+    """Raise `SampleError` for a reference that `urllib` cannot take apart, as written or unquoted.
+
+    The resolver splits references as URLs; a bracketed host that is no IPv6 address
+    (`http://[x/a.jpg`) or a port out of range makes `urlsplit` raise `ValueError`.
+    """
+    for variant in (reference, unquote(reference)):
+        try:
+            urlsplit(variant).port  # noqa: B018 - the port is parsed only when asked for
+        except ValueError as error:
+            raise SampleError(
+                "malformed_image_reference", f"image reference {quoted(reference)} is not a readable URL: {error}"
+            ) from None
 
 
 # ---------------------------------------------------------------------------

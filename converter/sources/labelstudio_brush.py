@@ -16,6 +16,11 @@ test vector (tests/sources/test_labelstudio_brush.py). A region's pixels are tho
 its alpha channel: Label Studio writes alpha 0 or 255; like a mask folder's alpha
 channel, alpha is opacity and a pixel at least half opaque (alpha >= 128) belongs to
 the region.
+
+The stream is untrusted: its header may announce four billion words from a few bytes of
+repeated runs. The decoder is told how many words the canvas has and refuses a header
+that announces more before allocating anything, so a brush costs at most the memory of
+its canvas (itself bounded by the image size limit of `converter.core.images`).
 """
 
 from __future__ import annotations
@@ -62,17 +67,20 @@ class _BitReader:
         return value
 
 
-def decode_brush_rle(rle: Sequence[int]) -> npt.NDArray[np.uint8]:
+def decode_brush_rle(rle: Sequence[int], max_words: int | None = None) -> npt.NDArray[np.uint8]:
     """The words a Label Studio brush RLE holds, in order.
 
     Example: upstream's test vector `[0, 0, 0, 18, 57, 27, 252, 96, 32, 1, 0, 6, 0, 40,
     0, 192, 3, 128, 17, 56, 32]` decodes to `[1, 1, 1, 1, 2, 3, 5, 6, 7, 8, 4, 4, 4, 4,
-    4, 4, 4, 4]`. Raises ValueError when the stream is not a valid encoding.
+    4, 4, 4, 4]`. Raises ValueError when the stream is not a valid encoding, or when its
+    header announces more than `max_words` words (checked before the words are allocated).
     """
     if any(isinstance(byte, bool) or not isinstance(byte, int) or not 0 <= byte <= 255 for byte in rle):
         raise ValueError("brush RLE must be a list of byte values 0-255")
     reader = _BitReader(bytes(rle))
     word_count = reader.read(_HEADER_COUNT_BITS)
+    if max_words is not None and word_count > max_words:
+        raise ValueError(f"brush RLE announces {word_count} values, more than the {max_words} expected")
     word_bits = reader.read(_HEADER_WORD_SIZE_BITS) + 1
     if word_bits > _MAX_WORD_BITS:
         raise ValueError(f"brush RLE has {word_bits}-bit words; an RGBA canvas has 8-bit words")
@@ -95,11 +103,11 @@ def decode_brush_rle(rle: Sequence[int]) -> npt.NDArray[np.uint8]:
 
 def brush_to_rle_mask(rle: Sequence[int], width: int, height: int) -> RleMask:
     """A brush region at `width` x `height` as a COCO compressed RLE (`SampleError` if malformed)."""
+    expected = width * height * CHANNELS
     try:
-        words = decode_brush_rle(rle)
+        words = decode_brush_rle(rle, max_words=expected)
     except ValueError as error:
         raise SampleError("malformed_annotation", f"brush mask cannot be decoded: {error}") from None
-    expected = width * height * CHANNELS
     if words.size != expected:
         raise SampleError(
             "malformed_annotation",

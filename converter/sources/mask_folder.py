@@ -36,7 +36,6 @@ values and sizes are checked when the mask is read, one image at a time.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections import defaultdict
@@ -47,9 +46,18 @@ from typing import Any, Literal
 
 import yaml
 
-from converter.core.input_files import read_text
-from converter.core.sample import Sample, SegmentationMask, SkipCollector, SkipHandler, SkippedSample, SourceContents
-from converter.errors import SampleLocation, UsageError
+from converter.core.input_files import parse_json, read_text, shown
+from converter.core.sample import (
+    InvalidValueError,
+    Sample,
+    SegmentationMask,
+    SkipCollector,
+    SkipHandler,
+    SkippedSample,
+    SourceContents,
+    check_text,
+)
+from converter.errors import SampleError, SampleLocation, UsageError, quoted
 
 IMAGES_FOLDER = "images"
 MASKS_FOLDER = "masks"
@@ -68,6 +76,7 @@ _HEX_COLOR = re.compile(r"^#([0-9a-fA-F]{6})$")
 Color = tuple[int, int, int]
 MapKind = Literal["color", "index", "alpha"]
 _TUPLE_TAG = "tag:yaml.org,2002:python/tuple"
+_MESSAGE_CHARACTERS = 200  # of a parser's message quoted in ours
 
 
 class _LabelMapLoader(yaml.SafeLoader):
@@ -113,12 +122,35 @@ class LabelMap:
 def _load_document(path: Path) -> Any:
     """The parsed label-map file; raises UsageError if it cannot be read or parsed."""
     text = read_text(path, "label map")
+    if path.suffix.lower() == ".json":
+        try:
+            return parse_json(text)
+        except SampleError as error:
+            raise UsageError(f"label map {path} cannot be parsed: {error.message}") from None
     try:
-        if path.suffix.lower() == ".json":
-            return json.loads(text)
         return yaml.load(text, Loader=_LabelMapLoader)  # a SafeLoader subclass: no arbitrary objects
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise UsageError(f"label map {path} cannot be parsed: {error}") from None
+    except yaml.YAMLError as error:
+        raise UsageError(f"label map {path} cannot be parsed: {_yaml_problem(error)}") from None
+    # PyYAML's constructors let these through: an int of more than 4,300 digits (ValueError),
+    # a sequence key holding a mapping (unhashable: TypeError), nesting past the recursion limit.
+    except (ValueError, TypeError, RecursionError) as error:
+        reason = "nested too deeply" if isinstance(error, RecursionError) else _first_line(str(error))
+        raise UsageError(f"label map {path} cannot be parsed: {reason}") from None
+
+
+def _first_line(message: str) -> str:
+    """A parser's message as one escaped line of bounded length."""
+    line = next(iter(message.splitlines()), "")
+    return line if line.isprintable() and len(line) <= _MESSAGE_CHARACTERS else quoted(line, _MESSAGE_CHARACTERS)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's complaint on one line, with its place: its own message spans lines and quotes the input."""
+    if not isinstance(error, yaml.MarkedYAMLError) or error.problem is None:
+        return _first_line(str(error))
+    mark = error.problem_mark
+    where = "" if mark is None else f" (line {mark.line + 1}, column {mark.column + 1})"
+    return f"{_first_line(error.problem)}{where}"
 
 
 def _mask_value(key: Any, where: str) -> int | Color:
@@ -145,7 +177,7 @@ def _mask_value(key: Any, where: str) -> int | Color:
     ):
         return int(value[0]), int(value[1]), int(value[2])
     raise UsageError(
-        f"{where}: {key!r} is not a mask value; expected an index (0, 1, ...) or an RGB colour "
+        f"{where}: {shown(key)} is not a mask value; expected an index (0, 1, ...) or an RGB colour "
         '("(255, 0, 0)", [255, 0, 0] or "#ff0000")'
     )
 
@@ -154,9 +186,14 @@ def _class_name(labels: Any, where: str) -> str | None:
     """A label, or a list of labels joined with `+`; None for background."""
     names = [labels] if isinstance(labels, str) else labels
     if not isinstance(names, list | tuple) or not names or not all(isinstance(name, str) and name for name in names):
-        raise UsageError(f"{where}: expected a label or a list of labels, got {labels!r}")
+        raise UsageError(f"{where}: expected a label or a list of labels, got {shown(labels)}")
     if all(name.strip().lower() in BACKGROUND_NAMES for name in names):
         return None
+    for name in names:
+        try:
+            check_text("label", name)
+        except InvalidValueError as error:
+            raise UsageError(f"{where}: {error}") from None
     return LABEL_SEPARATOR.join(names)
 
 
@@ -170,12 +207,12 @@ def _clearml_rows(entries: dict[Any, Any], where: str) -> list[tuple[Any, Any]] 
         rows = next(iter(entries.values()))
     else:
         raise UsageError(
-            f"{where} holds maps for several mask sources ({', '.join(map(str, entries))}); keep the one to convert"
+            f"{where} holds maps for several mask sources ({', '.join(map(shown, entries))}); keep the one to convert"
         )
     pairs = []
     for index, row in enumerate(rows):
         if "value" not in row or "labels" not in row:
-            raise UsageError(f"{where}: entry {index} needs `value` and `labels`, got {row!r}")
+            raise UsageError(f"{where}: entry {index} needs `value` and `labels`, got {shown(row)}")
         pairs.append((row["value"], row["labels"]))
     return pairs
 
@@ -190,7 +227,7 @@ def parse_label_map(document: Any, where: str) -> LabelMap:
         )
     if ALPHA_KEY in entries:
         if len(entries) != 1:
-            raise UsageError(f"{where}: an alpha map has the single key `{ALPHA_KEY}`, got {sorted(map(str, entries))}")
+            raise UsageError(f"{where}: an alpha map has the single key `{ALPHA_KEY}`, got {len(entries)} keys")
         name = _class_name(entries[ALPHA_KEY], f"{where} `{ALPHA_KEY}`")
         if name is None:
             raise UsageError(f"{where}: `{ALPHA_KEY}` names the foreground class, not background")
@@ -203,7 +240,7 @@ def parse_label_map(document: Any, where: str) -> LabelMap:
         value = _mask_value(key, where)
         if value in values:
             raise UsageError(f"{where} lists the mask value {value} more than once")
-        values[value] = _class_name(labels, f"{where} value {key!r}")
+        values[value] = _class_name(labels, f"{where} value {shown(key)}")
     colors = {value: name for value, name in values.items() if isinstance(value, tuple)}
     indices = {value: name for value, name in values.items() if isinstance(value, int)}
     if colors and indices:
@@ -288,7 +325,11 @@ class MaskFolderSource:
         for stem in sorted(images.keys() | masks.keys()):
             found_images, found_masks = images.get(stem, []), masks.get(stem, [])
             if len(found_images) == 1 and len(found_masks) == 1:
-                samples.append(self._sample(found_images[0], found_masks[0], label_map))
+                try:
+                    samples.append(self._sample(found_images[0], found_masks[0], label_map))
+                except InvalidValueError as error:  # a file name of bytes that are not UTF-8
+                    location = SampleLocation(str(found_masks[0]), key=self._key(found_images[0]))
+                    skipped.append(SkippedSample(location, "invalid_value", str(error)))
             else:
                 skipped.extend(self._unpaired(found_images, found_masks))
         description = {
@@ -320,7 +361,7 @@ class MaskFolderSource:
                 SkippedSample(
                     SampleLocation(str(mask), key=mask.relative_to(self.masks_root).as_posix()),
                     "missing_image",
-                    f"mask {mask} has no image of the same name (stem {mask.stem!r}) in {self.images_root}",
+                    f"mask {mask} has no image of the same name (stem {quoted(mask.stem)}) in {self.images_root}",
                 )
                 for mask in masks
             ]

@@ -8,11 +8,17 @@ Class ids in `class-map` and `internal-color-map` are strings, sparse, and list 
 the classes present on their line. The manifest's class order is by Ground Truth id
 (the order of the job's label list), then by name; a name seen with several ids takes
 the smallest. In semantic segmentation, index 0 is Ground Truth's background.
+
+Whatever a line holds, it costs that line alone: lines are read and decoded one at a time
+(`converter.core.input_files.iter_lines`: UTF-8, or UTF-16/32 by their byte-order mark),
+and a line that cannot be decoded, is too long, is not a JSON object, or holds a value no
+sample can (a non-finite coordinate, a class name that is not Unicode text) is a skipped
+entry with its line number.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -20,8 +26,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from converter.core.images import image_resolver
+from converter.core.images import declared_size, image_resolver
+from converter.core.input_files import iter_lines, named, parse_json, peek_lines, shown
 from converter.core.sample import (
+    InvalidValueError,
     ObjectAnnotation,
     Sample,
     SegmentationMask,
@@ -31,7 +39,7 @@ from converter.core.sample import (
     SourceContents,
 )
 from converter.core.storage import RemotePath
-from converter.errors import SampleError, SampleLocation, UsageError
+from converter.errors import SampleError, SampleLocation, UsageError, quoted
 
 DETECTION = "groundtruth/object-detection"
 CLASSIFICATION = "groundtruth/image-classification"
@@ -45,6 +53,7 @@ _LINES_TO_RECOGNIZE = 20  # a malformed or unlabelled first line does not hide a
 # is one line of up to gigabytes, which must not be read whole, let alone parsed, to say "no".
 _LINE_CHARS_TO_RECOGNIZE = 1 << 20
 _HEX_COLOR = re.compile(r"^#?([0-9a-fA-F]{6})$")
+_CLASS_ID_TEXT = re.compile(r"-?[0-9]{1,18}")  # a class index fits in 64 bits; longer digit strings are no index
 _METADATA_ATTRIBUTES = ("job-name", "human-annotated", "creation-date", "adjustment-status")
 
 
@@ -63,15 +72,10 @@ def looks_like_manifest(path: Path) -> bool:
     """Whether a file is a Ground Truth output manifest: JSON Lines with a labelled line among its first lines."""
     if path.suffix.lower() not in MANIFEST_SUFFIXES or not path.is_file():
         return False
-    try:
-        with path.open(encoding="utf-8") as stream:
-            first_lines = [stream.readline(_LINE_CHARS_TO_RECOGNIZE) for _ in range(_LINES_TO_RECOGNIZE)]
-    except (OSError, UnicodeDecodeError):
-        return False
-    for line in first_lines:
+    for line in peek_lines(path, _LINES_TO_RECOGNIZE, _LINE_CHARS_TO_RECOGNIZE):
         try:
-            parsed = json.loads(line)
-        except json.JSONDecodeError:
+            parsed = parse_json(line)
+        except SampleError:
             continue
         if isinstance(parsed, dict) and "source-ref" in parsed and label_attributes(parsed):
             return True
@@ -79,19 +83,29 @@ def looks_like_manifest(path: Path) -> bool:
 
 
 def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SampleError("malformed_annotation", f"{what} must be a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise SampleError("malformed_annotation", f"{what} must be a finite number, got {shown(value)}")
     return float(value)
 
 
 def _class_id(value: Any, what: str) -> int:
     """Ground Truth writes class ids as ints or as strings of digits."""
-    if isinstance(value, bool):
-        raise SampleError("malformed_annotation", f"{what} must be a class index, got {value!r}")
-    try:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
         return int(value)
-    except (TypeError, ValueError):
-        raise SampleError("malformed_annotation", f"{what} must be a class index, got {value!r}") from None
+    if isinstance(value, str) and _CLASS_ID_TEXT.fullmatch(value.strip()):
+        return int(value)
+    raise SampleError("malformed_annotation", f"{what} must be a class index, got {shown(value)}")
+
+
+def _text_value(value: Any) -> str | None:
+    """A metadata value as attribute text: scalars only; a nested value is no attribute."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return str(value)
+    return None
 
 
 def _mapping(container: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
@@ -104,11 +118,13 @@ def _mapping(container: Mapping[str, Any], key: str, where: str) -> dict[str, An
 def _class_map(metadata: Mapping[str, Any]) -> dict[int, str]:
     raw = metadata.get("class-map", {})
     if not isinstance(raw, dict):
-        raise SampleError("malformed_annotation", f"`class-map` must be an object, got {raw!r}")
+        raise SampleError("malformed_annotation", f"`class-map` must be an object, got {shown(raw)}")
     class_map = {}
     for key, name in raw.items():
         if not isinstance(name, str) or not name:
-            raise SampleError("malformed_annotation", f"`class-map` entry {key!r} has no class name: {name!r}")
+            raise SampleError(
+                "malformed_annotation", f"`class-map` entry {quoted(key)} has no class name: {shown(name)}"
+            )
         class_map[_class_id(key, "a `class-map` key")] = name
     return class_map
 
@@ -116,7 +132,7 @@ def _class_map(metadata: Mapping[str, Any]) -> dict[int, str]:
 def _hex_to_rgb(hex_color: Any, where: str) -> tuple[int, int, int]:
     match = _HEX_COLOR.match(hex_color) if isinstance(hex_color, str) else None
     if match is None:
-        raise SampleError("malformed_annotation", f"{where} `hex-color` must look like #1f77b4, got {hex_color!r}")
+        raise SampleError("malformed_annotation", f"{where} `hex-color` must look like #1f77b4, got {shown(hex_color)}")
     value = int(match.group(1), 16)
     return (value >> 16) & 0xFF, (value >> 8) & 0xFF, value & 0xFF
 
@@ -137,28 +153,25 @@ class SageMakerGroundTruthSource:
         self._resolver = image_resolver(images_root)
 
     def _lines(self, skipped: SkipCollector) -> Iterator[_ParsedLine]:
-        try:
-            stream = self.manifest.open(encoding="utf-8")
-        except OSError as error:
-            raise UsageError(f"cannot read manifest {self.manifest}: {error.strerror}") from None
-        with stream:
-            for line_number, text in enumerate(stream, start=1):
-                if not text.strip():
-                    continue
-                location = SampleLocation(str(self.manifest), line_number)
-                try:
-                    content = json.loads(text)
-                except json.JSONDecodeError as error:
-                    skipped.append(SkippedSample(location, "malformed_json", f"malformed JSON: {error}"))
-                    continue
-                if not isinstance(content, dict):
-                    skipped.append(
-                        SkippedSample(
-                            location, "malformed_json", f"line is a JSON {type(content).__name__}, not an object"
-                        )
-                    )
-                    continue
-                yield _ParsedLine(line_number, content)
+        """Every line that is a JSON object; each other non-blank line is one skipped entry, whatever its bytes."""
+        for line in iter_lines(self.manifest, "manifest"):
+            if line.text is not None and not line.text.strip():
+                continue
+            location = SampleLocation(str(self.manifest), line.number)
+            if line.text is None:
+                skipped.append(SkippedSample(location, line.code or "undecodable_line", line.problem or ""))
+                continue
+            try:
+                content = parse_json(line.text)
+            except SampleError as error:
+                skipped.append(SkippedSample(location, error.code, error.message))
+                continue
+            if not isinstance(content, dict):
+                skipped.append(
+                    SkippedSample(location, "malformed_json", f"line is a JSON {type(content).__name__}, not an object")
+                )
+                continue
+            yield _ParsedLine(line.number, content)
 
     def _choose_attribute(self) -> str | None:
         """The label attribute for the whole manifest, from a first, streaming pass.
@@ -168,11 +181,12 @@ class SageMakerGroundTruthSource:
         """
         ignored = SkipCollector(lambda _: None)  # the second pass reports them
         counts = Counter(attribute for line in self._lines(ignored) for attribute in label_attributes(line.content))
-        listed = ", ".join(f"{name} ({count} lines)" for name, count in sorted(counts.items())) or "none"
+        listed = ", ".join(f"{named(name)} ({count} lines)" for name, count in sorted(counts.items())) or "none"
         if self.label_attribute is not None:
             if self.label_attribute not in counts:
                 raise UsageError(
-                    f"no line of {self.manifest} has the label attribute {self.label_attribute!r}; found: {listed}"
+                    f"no line of {self.manifest} has the label attribute {quoted(self.label_attribute)}; "
+                    f"found: {listed}"
                 )
             return self.label_attribute
         if len(counts) <= 1:
@@ -194,6 +208,9 @@ class SageMakerGroundTruthSource:
             )
             try:
                 sample, line_classes = self._parse_line(line.content, location, attribute)
+            except InvalidValueError as error:
+                skipped.append(SkippedSample(location, "invalid_value", str(error)))
+                continue
             except SampleError as error:
                 skipped.append(SkippedSample(location, error.code, error.message))
                 continue
@@ -216,19 +233,22 @@ class SageMakerGroundTruthSource:
                 raise SampleError("not_an_image", "line has `source` (a text job), not an image `source-ref`")
             raise SampleError("missing_source_ref", "line has no `source-ref`")
         if not isinstance(reference, str) or not reference:
-            raise SampleError("missing_source_ref", f"`source-ref` must be a non-empty string, got {reference!r}")
+            raise SampleError("missing_source_ref", f"`source-ref` must be a non-empty string, got {shown(reference)}")
         if attribute is None or attribute not in content:
             found = sorted(label_attributes(content))
+            shown_attribute = "" if attribute is None else f" {quoted(attribute)}"
             raise SampleError(
                 "no_label",
-                f"line has no label attribute {attribute!r}" + (f" (it has {', '.join(found)})" if found else ""),
+                f"line has no label attribute{shown_attribute}"
+                + (f" (it has {', '.join(map(named, found))})" if found else ""),
             )
         metadata = _mapping(content, attribute + METADATA_SUFFIX, "line")
         job_type = metadata.get("type")
         if job_type not in SUPPORTED_TYPES:
             raise SampleError(
                 "unsupported_type",
-                f"job type {job_type!r} of {attribute!r} is not supported (supported: {', '.join(SUPPORTED_TYPES)})",
+                f"job type {shown(job_type)} of {quoted(attribute)} is not supported "
+                f"(supported: {', '.join(SUPPORTED_TYPES)})",
             )
         image = self._resolver.locate(reference)
         base = Sample(
@@ -236,7 +256,11 @@ class SageMakerGroundTruthSource:
             location=location,
             image_path=image.path,
             image_name=image.name,
-            attributes=tuple((name, str(metadata[name])) for name in _METADATA_ATTRIBUTES if name in metadata),
+            attributes=tuple(
+                (name, text)
+                for name in _METADATA_ATTRIBUTES
+                if name in metadata and (text := _text_value(metadata[name])) is not None
+            ),
         )
         value = content[attribute]
         if job_type == DETECTION:
@@ -244,40 +268,41 @@ class SageMakerGroundTruthSource:
         if job_type == SEMANTIC_SEGMENTATION:
             return self._segmentation(value, metadata, base)
         if job_type == CLASSIFICATION:
-            gt_id = _class_id(value, f"{attribute!r}")
+            gt_id = _class_id(value, quoted(attribute))
             name = metadata.get("class-name")
             if not isinstance(name, str) or not name:
-                raise SampleError("malformed_annotation", f"`{attribute}-metadata` has no `class-name`")
+                raise SampleError("malformed_annotation", f"{quoted(attribute + METADATA_SUFFIX)} has no `class-name`")
             return replace(base, image_labels=(name,)), {gt_id: name}
         # MULTILABEL
         if not isinstance(value, list):
-            raise SampleError("malformed_annotation", f"multi-label value must be a list, got {value!r}")
+            raise SampleError("malformed_annotation", f"multi-label value must be a list, got {shown(value)}")
         class_map = _class_map(metadata)
         ids = [_class_id(item, "a multi-label class") for item in value]
         missing = [gt_id for gt_id in ids if gt_id not in class_map]
         if missing:
-            raise SampleError("unknown_class_id", f"class ids {missing} are not in `class-map` {class_map}")
+            raise SampleError("unknown_class_id", f"class ids {missing[:8]} are not in `class-map` {quoted(class_map)}")
         names = tuple(dict.fromkeys(class_map[gt_id] for gt_id in ids))
         return replace(base, image_labels=names), {gt_id: class_map[gt_id] for gt_id in ids}
 
     @staticmethod
     def _detection(value: Any, metadata: Mapping[str, Any], base: Sample) -> tuple[Sample, dict[int, str]]:
         if not isinstance(value, dict):
-            raise SampleError("malformed_annotation", f"detection label must be an object, got {value!r}")
+            raise SampleError("malformed_annotation", f"detection label must be an object, got {shown(value)}")
         class_map = _class_map(metadata)
         annotations = value.get("annotations", [])
         if not isinstance(annotations, list):
-            raise SampleError("malformed_annotation", f"`annotations` must be a list, got {annotations!r}")
+            raise SampleError("malformed_annotation", f"`annotations` must be a list, got {shown(annotations)}")
         confidences = metadata.get("objects")
         objects, used = [], {}
         for index, annotation in enumerate(annotations):
             where = f"annotation {index}"
             if not isinstance(annotation, dict):
-                raise SampleError("malformed_annotation", f"{where} must be an object, got {annotation!r}")
+                raise SampleError("malformed_annotation", f"{where} must be an object, got {shown(annotation)}")
             gt_id = _class_id(annotation.get("class_id"), f"{where} `class_id`")
             if gt_id not in class_map:
                 raise SampleError(
-                    "unknown_class_id", f"{where} has class_id {gt_id}, which `class-map` {class_map} does not name"
+                    "unknown_class_id",
+                    f"{where} has class_id {gt_id}, which `class-map` {quoted(class_map)} does not name",
                 )
             left = _number(annotation.get("left"), f"{where} `left`")
             top = _number(annotation.get("top"), f"{where} `top`")
@@ -285,8 +310,9 @@ class SageMakerGroundTruthSource:
             height = _number(annotation.get("height"), f"{where} `height`")
             attributes: tuple[tuple[str, str], ...] = ()
             confidence = confidences[index] if isinstance(confidences, list) and index < len(confidences) else None
-            if isinstance(confidence, dict) and "confidence" in confidence:
-                attributes = (("confidence", str(confidence["confidence"])),)
+            text = _text_value(confidence.get("confidence")) if isinstance(confidence, dict) else None
+            if text is not None:
+                attributes = (("confidence", text),)
             objects.append(
                 ObjectAnnotation(class_map[gt_id], (left, top, left + width, top + height), attributes=attributes)
             )
@@ -294,14 +320,12 @@ class SageMakerGroundTruthSource:
         declared = None
         sizes = value.get("image_size")
         if isinstance(sizes, list) and sizes and isinstance(sizes[0], dict):
-            width_value, height_value = sizes[0].get("width"), sizes[0].get("height")
-            if isinstance(width_value, int) and isinstance(height_value, int) and width_value > 0 and height_value > 0:
-                declared = (width_value, height_value)
+            declared = declared_size(sizes[0].get("width"), sizes[0].get("height"), "`image_size`")
         return replace(base, declared_size=declared, objects=tuple(objects)), used
 
     def _segmentation(self, value: Any, metadata: Mapping[str, Any], base: Sample) -> tuple[Sample, dict[int, str]]:
         if not isinstance(value, str) or not value:
-            raise SampleError("malformed_annotation", f"segmentation label must be a mask URI, got {value!r}")
+            raise SampleError("malformed_annotation", f"segmentation label must be a mask URI, got {shown(value)}")
         color_map = _mapping(metadata, "internal-color-map", "metadata")
         index_to_class: list[tuple[int, str | None]] = []
         color_to_class: list[tuple[tuple[int, int, int], str | None]] = []
@@ -309,11 +333,13 @@ class SageMakerGroundTruthSource:
         for key, entry in sorted(color_map.items(), key=lambda item: _class_id(item[0], "a color-map key")):
             gt_index = _class_id(key, "an `internal-color-map` key")
             if not isinstance(entry, dict) or not isinstance(entry.get("class-name"), str):
-                raise SampleError("malformed_annotation", f"`internal-color-map` entry {key!r} has no `class-name`")
+                raise SampleError(
+                    "malformed_annotation", f"`internal-color-map` entry {quoted(key)} has no `class-name`"
+                )
             name: str | None = None if gt_index == 0 else entry["class-name"]
             index_to_class.append((gt_index, name))
             if "hex-color" in entry:
-                color_to_class.append((_hex_to_rgb(entry["hex-color"], f"class {key!r}"), name))
+                color_to_class.append((_hex_to_rgb(entry["hex-color"], f"class {quoted(key)}"), name))
             if name is not None:
                 used[gt_index] = name
         try:

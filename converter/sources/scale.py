@@ -37,6 +37,13 @@ Rules (docs/sources/scale.md says the same to users):
   responses use, as Masterful's converter does. Background (index 0) adds no class.
 - The sample key (`image/source_id`, the split key) is the `task_id`: stable across
   exports and re-signed links, unlike the attachment URL.
+- Whatever a task holds costs that task alone, and whatever a JSON Lines line holds
+  costs that line alone: a line that is not JSON, not decodable or too long is
+  reported with its number and the lines around it are read; a number that is not
+  finite, text that is not Unicode (a lone surrogate) or a reference no URL parser
+  takes apart skips its task, and a declared class that is not Unicode stays out of the
+  class list. Only a JSON list export that is not valid JSON as a whole stops the run,
+  as one usage error.
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import struct
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time
@@ -53,11 +61,12 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from converter.core.images import ImageResolver
-from converter.core.input_files import read_text
+from converter.core.images import MAX_IMAGE_PIXELS, ImageResolver
+from converter.core.input_files import MAX_INT_DIGITS, iter_lines, load_json, named, parse_json, peek_lines, shown
 from converter.core.sample import (
+    InvalidValueError,
     ObjectAnnotation,
     Polygon,
     Sample,
@@ -69,7 +78,7 @@ from converter.core.sample import (
 )
 from converter.core.secret import Secret
 from converter.core.storage import seekable
-from converter.errors import SampleError, SampleLocation, UsageError
+from converter.errors import SampleError, SampleLocation, UsageError, quoted
 from converter.sources._peek import json_file_head
 from converter.sources.image_download import (
     DEFAULT_CONCURRENCY,
@@ -87,10 +96,18 @@ COMPLETED = "completed"
 BOX, POLYGON = "box", "polygon"
 PRESENCE_TYPES = ("point", "line", "ellipse", "cuboid")  # image-level labels: their geometry is not converted
 EXPORT_SUFFIXES = (".json", ".jsonl", ".ndjson")
+_JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
 _TASKS_TO_RECOGNIZE = 20
 _TASK_ID_TEXT = re.compile(r'"task_id"\s*:\s*"')
 _TASK_TYPE_TEXT = re.compile(r'"type"\s*:\s*"(?:imageannotation|segmentannotation)"')
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_FORMAT_PEEK_LINES, _FORMAT_PEEK_CHARS = 16, 4096  # enough to find an export's first character
+# What Pillow's parsers raise on a corrupt or hostile file (UnidentifiedImageError is an OSError).
+_UNREADABLE_MASK = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError)
+# Recognition reads ints as `parse_json` does: one too long for Python's int parser is a float, not an error.
+_PEEK_DECODER = json.JSONDecoder(
+    parse_int=lambda digits: int(digits) if len(digits) <= MAX_INT_DIGITS else float(digits)
+)
 
 
 # ---------------------------------------------------------------------------
@@ -103,24 +120,23 @@ def _is_scale_task(value: Any) -> bool:
     )
 
 
-def _peeked_objects(text: str) -> Iterator[Any]:
+def _peeked_objects(text: str, json_lines: bool) -> Iterator[Any]:
     """The JSON values at the start of `text`: a list's first elements, or the first lines of JSON Lines."""
-    decoder = json.JSONDecoder()
-    if text.startswith("["):
+    if text.startswith("[") and not json_lines:
         position = 1
         for _ in range(_TASKS_TO_RECOGNIZE):
             while position < len(text) and text[position] in " \t\r\n,":
                 position += 1
             try:
-                value, position = decoder.raw_decode(text, position)
-            except json.JSONDecodeError:
+                value, position = _PEEK_DECODER.raw_decode(text, position)
+            except (json.JSONDecodeError, RecursionError):  # not JSON (or cut short), or nested too deeply
                 return
             yield value
     else:
         for line in text.splitlines()[:_TASKS_TO_RECOGNIZE]:
             try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
+                yield parse_json(line)
+            except SampleError:
                 continue
 
 
@@ -128,15 +144,18 @@ def looks_like_scale_export(path: Path) -> bool:
     """Whether a file is a Scale AI export: a JSON list or JSON Lines of tasks with `task_id` and an image `type`.
 
     Reads the first 64 KiB only. When the first task is longer than that (a response with
-    thousands of vertices), its `task_id` and `type` keys are looked for as text.
+    thousands of vertices), its `task_id` and `type` keys are looked for as text. A
+    `.jsonl` or `.ndjson` file is read as JSON Lines whatever its first line holds, as
+    `export_file_loader` reads it.
     """
     head = json_file_head(path, EXPORT_SUFFIXES)
-    if head is None or not head.text.startswith(("[", "{")):
+    json_lines = path.suffix.lower() in _JSON_LINES_SUFFIXES
+    if head is None or not (json_lines or head.text.startswith(("[", "{"))):
         return False
     text = head.text
-    if any(_is_scale_task(value) for value in _peeked_objects(text)):
+    if any(_is_scale_task(value) for value in _peeked_objects(text, json_lines)):
         return True
-    first = text[1:].lstrip() if text.startswith("[") else text
+    first = text[1:].lstrip() if text.startswith("[") and not json_lines else text
     cut_short = head.cut_short and first.startswith("{")
     return cut_short and _TASK_ID_TEXT.search(first) is not None and _TASK_TYPE_TEXT.search(first) is not None
 
@@ -163,7 +182,7 @@ def _created_at(task: Mapping[str, Any]) -> datetime:
         moment = None
     if moment is None:
         raise SampleError(
-            "malformed_task", f"task `created_at` must be an ISO 8601 time to apply the date filters, got {text!r}"
+            "malformed_task", f"task `created_at` must be an ISO 8601 time to apply the date filters, got {shown(text)}"
         )
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
@@ -215,10 +234,15 @@ def _response_object(container: Mapping[str, Any], key: str, where: str) -> dict
 
 
 def _number(container: Mapping[str, Any], key: str, where: str) -> float:
+    """A finite float; an int too large for a float (`OverflowError` in `float()`) is refused like infinity."""
     value = container.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise SampleError("bad_geometry", f"{where} `{key}` must be a finite number, got {value!r}")
-    return float(value)
+    try:
+        number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+    except OverflowError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise SampleError("bad_geometry", f"{where} `{key}` must be a finite number, got {shown(value)}")
+    return number
 
 
 def _vertices(annotation: Mapping[str, Any], where: str, minimum: int) -> tuple[float, ...]:
@@ -229,7 +253,7 @@ def _vertices(annotation: Mapping[str, Any], where: str, minimum: int) -> tuple[
     flat: list[float] = []
     for vertex in vertices:
         if not isinstance(vertex, dict):
-            raise SampleError("bad_geometry", f"{where} has a vertex that is not an {{x, y}} object: {vertex!r}")
+            raise SampleError("bad_geometry", f"{where} has a vertex that is not an {{x, y}} object: {shown(vertex)}")
         flat.extend((_number(vertex, "x", where), _number(vertex, "y", where)))
     return tuple(flat)
 
@@ -246,18 +270,29 @@ def label_leaves(entries: Any) -> list[str]:
 
     `["car", {"choice": "vehicle", "subchoices": ["bus", {"choice": "truck"}]}]` -> `["car", "bus", "truck"]`
     (responses carry leaf labels, so a choice with subchoices is not itself a class).
+    A name that is not Unicode text (a lone surrogate) is left out: no output can write it
+    in the class list, and a response that uses it skips its task as `invalid_value`.
     """
     names: list[str] = []
     for entry in entries if isinstance(entries, list) else []:
-        if isinstance(entry, str) and entry:
+        if isinstance(entry, str):
             names.append(entry)
         elif isinstance(entry, dict):
             subchoices = entry.get("subchoices")
             if isinstance(subchoices, list) and subchoices:
                 names.extend(label_leaves(subchoices))
-            elif isinstance(entry.get("choice"), str) and entry["choice"]:
+            elif isinstance(entry.get("choice"), str):
                 names.append(entry["choice"])
-    return names
+    return [name for name in names if name and _is_text(name)]
+
+
+def _is_text(name: str) -> bool:
+    """Whether `name` can be written as UTF-8 (JSON may escape lone surrogates into a string)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def declared_classes(task: Mapping[str, Any]) -> list[str]:
@@ -337,9 +372,9 @@ def image_annotations(response: Mapping[str, Any]) -> TaskAnnotations:
     for index, annotation in enumerate(annotations):
         where = f"annotation {index}"
         if not isinstance(annotation, dict):
-            raise SampleError("malformed_annotation", f"{where} must be an object, got {annotation!r}")
+            raise SampleError("malformed_annotation", f"{where} must be an object, got {shown(annotation)}")
         kind = annotation.get("type")
-        where = f"{where} ({kind})"
+        where = f"{where} ({named(kind) if isinstance(kind, str) else shown(kind)})"
         label = _label(annotation, where)
         if kind == BOX:
             objects.append(box_annotation(annotation, label, where))
@@ -360,7 +395,9 @@ def _mapping_entries(label: str, value: Any) -> list[dict[str, Any]]:
     """A `labelMapping` value: one `{index, color[, numPixels]}`, or a list of them (one per instance)."""
     entries = value if isinstance(value, list) else [value]
     if not entries or not all(isinstance(entry, dict) for entry in entries):
-        raise SampleError("malformed_annotation", f"`labelMapping` entry {label!r} must be an object or a list of them")
+        raise SampleError(
+            "malformed_annotation", f"`labelMapping` entry {quoted(label)} must be an object or a list of them"
+        )
     return entries
 
 
@@ -380,6 +417,7 @@ def segment_annotations(response: Mapping[str, Any]) -> TaskAnnotations:
     index_mask_url(response)  # checked now: a task without one is skipped before any download
     mapping = _response_object(response, "labelMapping", "the task's `response`")
     index_to_class: list[tuple[int, str | None]] = [(0, None)]  # 0 is unlabeled: background
+    indices = {0}
     present: list[str] = []
     counted = True
     for label, value in mapping.items():
@@ -387,10 +425,12 @@ def segment_annotations(response: Mapping[str, Any]) -> TaskAnnotations:
             index = entry.get("index")
             if isinstance(index, bool) or not isinstance(index, int) or index <= 0:
                 raise SampleError(
-                    "malformed_annotation", f"`labelMapping` {label!r} has index {index!r}; indices are integers >= 1"
+                    "malformed_annotation",
+                    f"`labelMapping` {quoted(label)} has index {shown(index)}; indices are integers >= 1",
                 )
-            if index in dict(index_to_class):
+            if index in indices:
                 raise SampleError("malformed_annotation", f"`labelMapping` gives index {index} to more than one label")
+            indices.add(index)
             index_to_class.append((index, label))
             pixels = entry.get("numPixels")
             if isinstance(pixels, int | float) and not isinstance(pixels, bool):
@@ -405,11 +445,28 @@ def segment_annotations(response: Mapping[str, Any]) -> TaskAnnotations:
 
 
 def _present_in_mask(mask: SegmentationMask) -> tuple[str, ...]:
-    """The labels whose indices occur in an index image, in mapping order."""
+    """The labels whose indices occur in an index image, in mapping order.
+
+    The mask comes from the export's links, so it is as untrusted as the export: a header
+    that declares more than `MAX_IMAGE_PIXELS` is refused before any pixel is decoded, and
+    whatever Pillow raises on a corrupt file skips the task.
+    """
     try:
         with Image.open(seekable(mask.path)) as image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise SampleError(
+                    "image_too_large",
+                    f"mask {mask.path} declares {width}x{height}, more than the {MAX_IMAGE_PIXELS:,} pixels "
+                    "an image may have (a decompression bomb or a corrupt size)",
+                )
             values = set(np.unique(np.asarray(image)).tolist())
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except Image.DecompressionBombError:
+        raise SampleError(
+            "image_too_large",
+            f"mask {mask.path} is larger than the {MAX_IMAGE_PIXELS:,} pixels an image may have (a decompression bomb)",
+        ) from None
+    except _UNREADABLE_MASK as error:
         raise SampleError("corrupt_mask", f"mask {mask.path} cannot be read: {error}") from None
     return tuple(dict.fromkeys(name for index, name in mask.index_to_class if name is not None and index in values))
 
@@ -442,22 +499,31 @@ def check_task(task: Any) -> dict[str, Any]:
         raise SampleError("malformed_task", "the task has no `task_id`")
     status = task.get("status")
     if status != COMPLETED:
-        raise SampleError("not_completed", f"the task's status is {status!r}; only completed tasks are converted")
+        raise SampleError("not_completed", f"the task's status is {shown(status)}; only completed tasks are converted")
     kind = task.get("type")
     if kind not in SUPPORTED_TASK_TYPES:
         raise SampleError(
             "unsupported_task_type",
-            f"the task's type {kind!r} is not converted (supported: {', '.join(SUPPORTED_TASK_TYPES)})",
+            f"the task's type {shown(kind)} is not converted (supported: {', '.join(SUPPORTED_TASK_TYPES)})",
         )
     return task
 
 
 def parse_task(task: Mapping[str, Any], location: SampleLocation) -> ParsedTask:
-    """Annotations of a checked task."""
+    """Annotations of a checked task.
+
+    A value the sample model refuses (`InvalidValueError`: a rotated box whose corners
+    overflow to infinity, a label with a lone surrogate) skips the task as `invalid_value`.
+    """
     response = task.get("response")
     if not isinstance(response, dict):
         raise SampleError("missing_response", "the completed task has no `response` object")
-    annotations = segment_annotations(response) if task["type"] == SEGMENT_ANNOTATION else image_annotations(response)
+    try:
+        annotations = (
+            segment_annotations(response) if task["type"] == SEGMENT_ANNOTATION else image_annotations(response)
+        )
+    except InvalidValueError as error:
+        raise SampleError("invalid_value", str(error)) from None
     attributes = [("scale_task", task["task_id"])]
     attributes += [(f"scale_{key}", task[key]) for key in ("project", "batch") if isinstance(task.get(key), str)]
     return ParsedTask(location, task["task_id"], task, annotations, tuple(attributes))
@@ -553,19 +619,25 @@ class TaskFiles:
                 mask_path = self._find(index_mask_url(task.get("response") or {})).path
             except SampleError as error:
                 raise SampleError(error.code, f"index mask: {error.message}") from None
-            segmentation = SegmentationMask(mask_path, annotations.index_to_class)
+            try:
+                segmentation = SegmentationMask(mask_path, annotations.index_to_class)
+            except InvalidValueError as error:  # a label with a lone surrogate
+                raise SampleError("invalid_value", str(error)) from None
             present = annotations.present_labels
             image_labels = present if present is not None else _present_in_mask(segmentation)
-        return Sample(
-            key=parsed.task_id,
-            location=parsed.location,
-            image_path=image.path,
-            image_name=image.name,
-            objects=annotations.objects,
-            image_labels=image_labels,
-            segmentation=segmentation,
-            attributes=parsed.attributes,
-        )
+        try:
+            return Sample(
+                key=parsed.task_id,
+                location=parsed.location,
+                image_path=image.path,
+                image_name=image.name,
+                objects=annotations.objects,
+                image_labels=image_labels,
+                segmentation=segmentation,
+                attributes=parsed.attributes,
+            )
+        except InvalidValueError as error:  # a task id, label or attribute that is not Unicode text
+            raise SampleError("invalid_value", str(error)) from None
 
     def describe(self) -> dict[str, str]:
         """Where images come from, for the run's input description."""
@@ -596,6 +668,7 @@ class TaskFiles:
         raise SampleError(first.code, first.message + others)
 
     def _find(self, reference: str) -> _Located:
+        _check_url(reference)
         if self._downloader is not None and is_http_url(reference):
             path = self._downloader.fetch(reference)
             return _Located(path, unquote(urlsplit(reference).path).lstrip("/") or path.name)
@@ -603,53 +676,101 @@ class TaskFiles:
         return _Located(path, path.relative_to(self.images_root).as_posix())
 
 
+def _check_url(reference: str) -> None:
+    """Raise `SampleError` for a reference that `urllib` cannot take apart, as written or unquoted.
+
+    The resolver and the downloader split references as URLs; a bracketed host that is no
+    IPv6 address (`https://[x/a.jpg`) or a port out of range makes `urlsplit` raise `ValueError`.
+    """
+    for variant in (reference, unquote(reference)):
+        try:
+            urlsplit(variant).port  # noqa: B018 - the port is parsed only when asked for
+        except ValueError as error:
+            raise SampleError(
+                "malformed_image_reference", f"image reference {quoted(reference)} is not a readable URL: {error}"
+            ) from None
+
+
 # ---------------------------------------------------------------------------
 # Loading tasks
 
 
+Located = tuple[SampleLocation, Any]
+"""A task as parsed (any JSON value), and where it came from."""
+
+
 @dataclass(frozen=True)
 class LoadedTasks:
-    """Tasks with where each came from, lines that were not tasks, and a description of the input."""
+    """Tasks with where each came from, in input order, and a description of the input.
 
-    tasks: list[tuple[SampleLocation, Any]]
-    skipped: list[SkippedSample]
+    `entries` also holds, in their place, the lines that held no task (a `SkippedSample`
+    each). It may be a generator that reads the file as the source consumes it: then a
+    file of a million unreadable lines holds one of them at a time, each going straight
+    to the run's skip handler.
+    """
+
+    entries: Iterable[Located | SkippedSample]
     origin: str
     description: dict[str, str] = field(default_factory=dict)
 
 
 def _key(task: Any, index: int) -> str:
+    """`task <task_id>` (escaped and shortened if it is not plain text), or `task at index <n>`."""
     task_id = _task_id(task)
-    return f"task {task_id}" if task_id else f"task at index {index}"
+    return f"task {named(task_id)}" if task_id else f"task at index {index}"
+
+
+_WHAT = "Scale AI export"
+
+
+def _is_json_list(path: Path) -> bool:
+    """Whether the export is one JSON list rather than JSON Lines.
+
+    A `.jsonl` or `.ndjson` name says JSON Lines, whatever its first line holds (a line of
+    garbage that happens to open with `[` costs that line, not the file). Otherwise the
+    first character after any byte-order mark and white space decides.
+    """
+    if path.suffix.lower() in _JSON_LINES_SUFFIXES:
+        return False
+    return "".join(peek_lines(path, _FORMAT_PEEK_LINES, _FORMAT_PEEK_CHARS)).lstrip().startswith("[")
 
 
 def export_file_loader(path: Path) -> Callable[[], LoadedTasks]:
-    """Reads a JSON list of tasks, or JSON Lines (one task a line, located by line number)."""
+    """Reads a JSON list of tasks, or JSON Lines (one task a line, located by line number).
+
+    JSON Lines are streamed a line at a time: a line that cannot be decoded, is too long or
+    is not JSON becomes a skipped entry with its line number, and the other lines are read.
+    A JSON list is one document: if it is not valid JSON, that is one usage error.
+    """
 
     def load() -> LoadedTasks:
-        text = read_text(path, "Scale AI export")
         origin = str(path)
-        if text.lstrip().startswith("["):
-            try:
-                document = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise UsageError(f"Scale AI export {path} is not valid JSON: {error}") from None
+        if _is_json_list(path):
+            document = load_json(path, _WHAT)
+            if not isinstance(document, list):  # valid JSON that starts with `[` is a list; checked for the types
+                raise UsageError(f"{_WHAT} {path} is a JSON {type(document).__name__}, not a list of tasks")
             tasks = [(SampleLocation(origin, None, _key(task, index)), task) for index, task in enumerate(document)]
-            return LoadedTasks(tasks, [], origin)
-        tasks, skipped = [], []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                task = json.loads(line)
-            except json.JSONDecodeError as error:
-                skipped.append(
-                    SkippedSample(SampleLocation(origin, number), "malformed_json", f"malformed JSON: {error}")
-                )
-                continue
-            tasks.append((SampleLocation(origin, number, _key(task, number - 1)), task))
-        return LoadedTasks(tasks, skipped, origin)
+            return LoadedTasks(tasks, origin)
+        return LoadedTasks(_json_lines(path, origin), origin)
 
     return load
+
+
+def _json_lines(path: Path, origin: str) -> Iterator[Located | SkippedSample]:
+    """Each non-blank line's task, or why the line holds none, read as they are asked for."""
+    for line in iter_lines(path, _WHAT):
+        location = SampleLocation(origin, line.number)
+        if line.text is None:
+            yield SkippedSample(location, line.code or "undecodable_line", line.problem or "")
+            continue
+        if not line.text.strip():
+            continue
+        try:
+            task = parse_json(line.text)
+        except SampleError as error:
+            yield SkippedSample(location, error.code, error.message)
+            continue
+        yield SampleLocation(origin, line.number, _key(task, line.number - 1)), task
 
 
 def api_loader(api: ScaleApi, project: str, task_filter: TaskFilter) -> Callable[[], LoadedTasks]:
@@ -667,7 +788,7 @@ def api_loader(api: ScaleApi, project: str, task_filter: TaskFilter) -> Callable
         description = {"scale_project": project}
         if task_filter.batches:
             description["batches"] = ", ".join(task_filter.batches)
-        return LoadedTasks(located, [], origin, description)
+        return LoadedTasks(located, origin, description)
 
     return load
 
@@ -687,12 +808,15 @@ class ScaleSource:
     def read(self, on_skip: SkipHandler | None = None) -> SourceContents:
         loaded = self._load()
         skipped = SkipCollector(on_skip)
-        skipped.extend(loaded.skipped)
         parsed: list[ParsedTask] = []
         declared: set[str] = set()
         seen: set[str] = set()
         left_out = 0
-        for location, task in loaded.tasks:
+        for entry in loaded.entries:
+            if isinstance(entry, SkippedSample):
+                skipped.append(entry)
+                continue
+            location, task = entry
             try:
                 if isinstance(task, dict) and not self._filter.admits(task):
                     left_out += 1

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Literal, TypedDict
 
-from converter.core.secret import scrub_data
+from converter.core.secret import scrub, scrub_data
 from converter.errors import SampleLocation
 
 
@@ -82,12 +82,13 @@ def _sort_text(text: str | None) -> bytes:
     return (text or "").encode("utf-8", "surrogatepass")
 
 
-def _json_bytes(entry: object) -> bytes:
+def _json_bytes(entry: LocatedEntry) -> bytes:
     """An entry's JSON as UTF-8, scrubbed of credentials (a server's error may quote one).
 
     A lone surrogate becomes the JSON escape `\\udXXX`, which parsers accept.
     """
-    return json.dumps(scrub_data(entry), ensure_ascii=False).encode("utf-8", "backslashreplace")
+    scrubbed = {name: scrub(value) if isinstance(value, str) else value for name, value in entry.items()}
+    return json.dumps(scrubbed, ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
 class Report:

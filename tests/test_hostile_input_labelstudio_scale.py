@@ -219,7 +219,7 @@ LABEL_STUDIO_TASK_CRASHES: dict[str, tuple[dict[str, Any], tuple[str, str] | Non
         _bad_task(_rectangle(rectanglelabels={"a": 1})),
         None,
         "malformed_annotation",
-        "got an object of 1 keys",
+        "got an object of 1 key",
     ),
     "brush announcing four billion words": (
         _bad_task(brush([255, 255, 255, 255, 0x38, 0x74, 0xF0, 0xFF, 0xFF, 0xFF], ["dog"], SIZE)),
@@ -413,7 +413,7 @@ SCALE_TASK_CRASHES: dict[str, tuple[dict[str, Any], tuple[str, str] | None, str,
         "malformed_image_reference",
         "not a readable URL",
     ),
-    "status an object": ({**_scale_task_b(), "status": {"a": [1]}}, None, "not_completed", "an object of 1 keys"),
+    "status an object": ({**_scale_task_b(), "status": {"a": [1]}}, None, "not_completed", "an object of 1 key"),
     "type a list": ({**_scale_task_b(), "type": [1, 2]}, None, "unsupported_task_type", "a list of 2 items"),
     "annotations a string": (
         {**_scale_task_b(), "response": {"annotations": "x"}},

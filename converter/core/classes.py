@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from converter.core.input_files import read_text
+from converter.core.sample import InvalidValueError, check_text
 from converter.errors import UsageError
 
 FIRST_CLASS_ID = 1
@@ -71,6 +72,11 @@ def load_pinned_classes(path: Path) -> tuple[str, ...]:
 def _checked_unique(names: Sequence[str], path: Path) -> tuple[str, ...]:
     if not names:
         raise UsageError(f"--classes file {path} lists no class")
+    for name in names:
+        try:
+            check_text("class name", name)
+        except InvalidValueError as error:
+            raise UsageError(f"--classes file {path}: {error}") from None
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise UsageError(f"--classes file {path} lists these classes more than once: {', '.join(repeated)}")

@@ -55,11 +55,27 @@ a sample is the size of its image, so this bounds what one sample can allocate."
 UNREADABLE_IMAGE = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError)
 
 
+def check_reference(reference: str) -> None:
+    """Raise `SampleError` for a reference that `urllib` cannot take apart, as written or unquoted.
+
+    Resolvers and downloaders split references as URLs; a bracketed host that is no IPv6
+    address (`https://[x/a.jpg`) or a port out of range makes `urlsplit` raise `ValueError`.
+    """
+    for variant in (reference, unquote(reference)):
+        try:
+            urlsplit(variant).port  # noqa: B018 - the port is parsed only when asked for
+        except ValueError as error:
+            raise SampleError(
+                "malformed_image_reference", f"image reference {quoted(reference)} is not a readable URL: {error}"
+            ) from None
+
+
 def reference_parts(reference: str) -> tuple[str, tuple[str, ...]]:
     """Split an export's image reference into (bucket or host, path components).
 
     `s3://bucket/a/b.jpg` -> `("bucket", ("a", "b.jpg"))`; `/data/a.jpg` -> `("", ("data", "a.jpg"))`.
     """
+    check_reference(reference)
     parsed = urlsplit(reference)
     if parsed.scheme in ("s3", "gs", "http", "https"):
         location, path = parsed.netloc, parsed.path

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from converter.core.input_files import text_encoding
+
 PEEK_BYTES = 1 << 20
 _BYTE_ORDER_MARK = b"\xef\xbb\xbf"
 _OBJECT_START = re.compile(rb"\s*\{")
@@ -61,8 +63,8 @@ class FileHead:
 
 def json_file_head(path: Path, suffixes: tuple[str, ...], size: int = HEAD_PEEK_BYTES) -> FileHead | None:
     """The first `size` bytes of `path` as text (leading white space and BOM dropped), or None
-    if it lacks one of `suffixes` or cannot be read. Undecodable bytes are dropped: the peek
-    may cut a character in two."""
+    if it lacks one of `suffixes` or cannot be read. UTF-16 and UTF-32 are told by their mark
+    or their zero bytes; undecodable bytes are dropped: the peek may cut a character in two."""
     if path.suffix.lower() not in suffixes or not path.is_file():
         return None
     try:
@@ -70,4 +72,5 @@ def json_file_head(path: Path, suffixes: tuple[str, ...], size: int = HEAD_PEEK_
             head = stream.read(size)
     except OSError:
         return None
-    return FileHead(head.decode("utf-8-sig", errors="ignore").lstrip(), cut_short=len(head) == size)
+    encoding, mark = text_encoding(head[:4])
+    return FileHead(head[mark:].decode(encoding, errors="ignore").lstrip(), cut_short=len(head) == size)

@@ -50,10 +50,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 from xml.etree import ElementTree
 
-from converter.core.images import MAX_IMAGE_PIXELS, ImageResolver, reference_parts
+from converter.core.images import MAX_IMAGE_PIXELS, ImageResolver, check_reference, reference_parts
 from converter.core.input_files import MAX_INT_DIGITS, load_json, named, shown
 from converter.core.sample import (
     InvalidValueError,
@@ -523,9 +523,9 @@ class LabelStudioSource:
 
     def _resolve(self, reference: str) -> Path:
         """The image file; an upload whose prefixed name is missing is tried without the prefix."""
-        _check_url(reference)
+        check_reference(reference)
         target = local_path_of(reference)
-        _check_url(target)
+        check_reference(target)
         try:
             return self._resolver.resolve(target)
         except SampleError as error:
@@ -553,21 +553,6 @@ def _listed_keys(data: Mapping[str, Any]) -> str:
     keys = sorted(data)
     listed = ", ".join(named(key) for key in keys[:_LISTED_KEYS])
     return listed + (f" and {len(keys) - _LISTED_KEYS} more" if len(keys) > _LISTED_KEYS else "")
-
-
-def _check_url(reference: str) -> None:
-    """Raise `SampleError` for a reference that `urllib` cannot take apart, as written or unquoted.
-
-    The resolver splits references as URLs; a bracketed host that is no IPv6 address
-    (`http://[x/a.jpg`) or a port out of range makes `urlsplit` raise `ValueError`.
-    """
-    for variant in (reference, unquote(reference)):
-        try:
-            urlsplit(variant).port  # noqa: B018 - the port is parsed only when asked for
-        except ValueError as error:
-            raise SampleError(
-                "malformed_image_reference", f"image reference {quoted(reference)} is not a readable URL: {error}"
-            ) from None
 
 
 # ---------------------------------------------------------------------------

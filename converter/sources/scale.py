@@ -63,7 +63,7 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 from PIL import Image
 
-from converter.core.images import MAX_IMAGE_PIXELS, ImageResolver
+from converter.core.images import MAX_IMAGE_PIXELS, ImageResolver, check_reference
 from converter.core.input_files import MAX_INT_DIGITS, iter_lines, load_json, named, parse_json, peek_lines, shown
 from converter.core.sample import (
     InvalidValueError,
@@ -668,27 +668,12 @@ class TaskFiles:
         raise SampleError(first.code, first.message + others)
 
     def _find(self, reference: str) -> _Located:
-        _check_url(reference)
+        check_reference(reference)
         if self._downloader is not None and is_http_url(reference):
             path = self._downloader.fetch(reference)
             return _Located(path, unquote(urlsplit(reference).path).lstrip("/") or path.name)
         path = self._resolver.resolve(without_query(reference) if is_http_url(reference) else reference)
         return _Located(path, path.relative_to(self.images_root).as_posix())
-
-
-def _check_url(reference: str) -> None:
-    """Raise `SampleError` for a reference that `urllib` cannot take apart, as written or unquoted.
-
-    The resolver and the downloader split references as URLs; a bracketed host that is no
-    IPv6 address (`https://[x/a.jpg`) or a port out of range makes `urlsplit` raise `ValueError`.
-    """
-    for variant in (reference, unquote(reference)):
-        try:
-            urlsplit(variant).port  # noqa: B018 - the port is parsed only when asked for
-        except ValueError as error:
-            raise SampleError(
-                "malformed_image_reference", f"image reference {quoted(reference)} is not a readable URL: {error}"
-            ) from None
 
 
 # ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 import codecs
 import io
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,18 @@ def load_json(path: Path, what: str) -> Any:
         return parse_json(text)
     except SampleError as error:
         raise UsageError(f"{what} {path} is not valid JSON: {error.message.removeprefix('malformed JSON: ')}") from None
+
+
+def finite_number(value: Any) -> float | None:
+    """`value` as a finite float, or None: a bool, a string, NaN, infinity, or an int too large
+    for a float (`float()` raises `OverflowError`) is no coordinate."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def named(text: str) -> str:

@@ -54,7 +54,7 @@ from urllib.parse import parse_qs, urlsplit
 from xml.etree import ElementTree
 
 from converter.core.images import MAX_IMAGE_PIXELS, ImageResolver, check_reference, reference_parts
-from converter.core.input_files import MAX_INT_DIGITS, load_json, named, shown
+from converter.core.input_files import MAX_INT_DIGITS, finite_number, load_json, named, shown
 from converter.core.sample import (
     InvalidValueError,
     Keypoint,
@@ -162,13 +162,10 @@ def parse_label_config(xml_text: str) -> LabelConfig:
 
 
 def _number(container: Mapping[str, Any], key: str, where: str) -> float:
-    """A finite float; an int too large for a float (`OverflowError` in `float()`) is refused like infinity."""
+    """A finite float (an int too large for a float is refused like infinity)."""
     value = container.get(key)
-    try:
-        number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
-    except OverflowError:
-        number = math.nan
-    if not math.isfinite(number):
+    number = finite_number(value)
+    if number is None:
         raise SampleError("malformed_annotation", f"{where} `{key}` must be a finite number, got {shown(value)}")
     return number
 

@@ -64,7 +64,16 @@ import numpy as np
 from PIL import Image
 
 from converter.core.images import MAX_IMAGE_PIXELS, ImageResolver, check_reference
-from converter.core.input_files import MAX_INT_DIGITS, iter_lines, load_json, named, parse_json, peek_lines, shown
+from converter.core.input_files import (
+    MAX_INT_DIGITS,
+    finite_number,
+    iter_lines,
+    load_json,
+    named,
+    parse_json,
+    peek_lines,
+    shown,
+)
 from converter.core.sample import (
     InvalidValueError,
     ObjectAnnotation,
@@ -234,13 +243,10 @@ def _response_object(container: Mapping[str, Any], key: str, where: str) -> dict
 
 
 def _number(container: Mapping[str, Any], key: str, where: str) -> float:
-    """A finite float; an int too large for a float (`OverflowError` in `float()`) is refused like infinity."""
+    """A finite float (an int too large for a float is refused like infinity)."""
     value = container.get(key)
-    try:
-        number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
-    except OverflowError:
-        number = math.nan
-    if not math.isfinite(number):
+    number = finite_number(value)
+    if number is None:
         raise SampleError("bad_geometry", f"{where} `{key}` must be a finite number, got {shown(value)}")
     return number
 

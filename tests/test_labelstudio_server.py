@@ -23,13 +23,12 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import parse_qs, urlsplit
@@ -37,6 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import pytest
 from builders import assert_secrets_nowhere, convert, flat, load_info, load_report
+from http_stand_in import serve
 from labelstudio_tasks import (
     annotation,
     brush,
@@ -206,14 +206,9 @@ def _handler(state: StandIn) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture
 def stand_in(tmp_path: Path) -> Iterator[StandIn]:
     state = StandIn(_project_tasks(tmp_path / "images"))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serve(_handler(state)) as url:
+        state.url = url
+        yield state
 
 
 def _pull(state: StandIn, tmp_path: Path, *options: str | Path) -> tuple[Result, Path]:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -28,6 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import pytest
 from builders import assert_secrets_nowhere, convert, flat, image_pixels, load_info, load_report, write_image
+from http_stand_in import serve
 from readback import class_id, decode_png, records_by_source_id
 from scale_tasks import box, image_task, mapping_entry, polygon, segment_task, write_index_mask, write_json_list
 from typer.testing import Result
@@ -182,14 +183,9 @@ def _handler(state: StandIn) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture
 def stand_in() -> Iterator[StandIn]:
     state = StandIn()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serve(_handler(state)) as url:
+        state.url = url
+        yield state
 
 
 # ---------------------------------------------------------------------------

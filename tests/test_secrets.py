@@ -24,13 +24,14 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus, urlsplit
 
 import pytest
 from builders import image_pixels, write_image
+from http_stand_in import serve
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scale_tasks import box, image_task
@@ -277,14 +278,9 @@ def _handler(state: Echo) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture
 def echo() -> Iterator[Echo]:
     state = Echo()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serve(_handler(state)) as url:
+        state.url = url
+        yield state
 
 
 def json_answer(status: int, make: Callable[[str], Any]) -> Answer:

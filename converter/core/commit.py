@@ -156,7 +156,6 @@ class OutputFolder:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.state = root / STATE_FOLDER
-        self._lock_descriptor: int | None = None
 
     # --- the lock -------------------------------------------------------------------------
 
@@ -186,10 +185,8 @@ class OutputFolder:
         try:
             os.ftruncate(descriptor, 0)
             os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
-            self._lock_descriptor = descriptor
             yield
         finally:
-            self._lock_descriptor = None
             os.close(descriptor)  # releases the lock
 
     # --- the previous dataset and what may be replaced --------------------------------------

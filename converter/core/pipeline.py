@@ -301,13 +301,8 @@ def _run_part(
 
     Workers share `parts/`, so each holds a lock of its own part, not of the output folder.
     """
-    parts = config.output_dir / PARTS_FOLDER
-    part = OutputFolder(parts / worker_slice.part_name)
-    try:
-        parts.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"cannot write to the output folder {config.output_dir}: {error.strerror}") from None
-    with part.locked():
+    part = OutputFolder(config.output_dir / PARTS_FOLDER / worker_slice.part_name)
+    with part.locked():  # creates the part folder and its parents, or says it cannot
         part.remove_leftovers()
         staging = part.new_generation()
         report = Report()
@@ -342,7 +337,7 @@ def _commit_part(staging: Path, part_dir: Path, part_info: dict[str, Any] | None
     """
     (part_dir / PART_MANIFEST).unlink(missing_ok=True)
     for path in part_dir.iterdir():
-        if path.name not in (STATE_FOLDER,):
+        if path.name != STATE_FOLDER:
             remove_path(path)
     for path in sorted(staging.iterdir()):
         path.replace(part_dir / path.name)
@@ -350,6 +345,12 @@ def _commit_part(staging: Path, part_dir: Path, part_info: dict[str, Any] | None
         flush_file_system(part_dir)
         write_durably(part_dir / PART_MANIFEST, yaml_text(part_info))
     fsync_folder(part_dir)
+
+
+def _skip(report: Report, events: RunEvents, location: SampleLocation, code: str, reason: str) -> None:
+    """One input sample not written: into the report, and told to the user interface."""
+    report.add_skipped(location, code, reason)
+    events.sample_skipped(location, code, reason)
 
 
 @dataclass
@@ -375,8 +376,7 @@ def _read_source(
         skipped += 1
         if not record_skips:  # a scaled-out worker other than 0: worker 0 reports what the source skipped
             return
-        report.add_skipped(entry.location, entry.code, entry.reason)
-        events.sample_skipped(entry.location, entry.code, entry.reason)
+        _skip(report, events, entry.location, entry.code, entry.reason)
         if count_limit is not None and skipped > count_limit:
             raise _TooManySkipped
 
@@ -415,8 +415,7 @@ def _convert_with_report(
                 f"classes {', '.join(map(quoted, unknown))} are not in the --classes list; add them to it or pass "
                 "--allow-new-classes"
             )
-            report.add_skipped(sample.location, "unknown_class", reason)
-            events.sample_skipped(sample.location, "unknown_class", reason)
+            _skip(report, events, sample.location, "unknown_class", reason)
         else:
             admitted.append(sample)
 
@@ -520,8 +519,7 @@ def _write_records(
     try:
         for (split, sample), result in zip(queue, results, strict=True):
             if isinstance(result, FailedSample):
-                report.add_skipped(sample.location, result.code, result.message)
-                events.sample_skipped(sample.location, result.code, result.message)
+                _skip(report, events, sample.location, result.code, result.message)
                 if allowed_skips is not None and report.skipped > allowed_skips:
                     break
                 continue

@@ -404,6 +404,15 @@ def leftovers(output: Path) -> list[str]:
     return sorted(dangling + unused)
 
 
+TRAINING_STACK_NAMES = ["coco", "configs", "dataset_info.json", "features.json", "label_map.csv", "label_map.pbtxt"]
+"""What the Object Detection API layout writes beside the split folders for the training stacks."""
+
+
+def tfrecord_names(*split_folders: str) -> list[str]:
+    """The visible names of a TFRecord dataset with these split folders (sorted, as `visible_names`)."""
+    return sorted([*TRAINING_STACK_NAMES, "dataset_info.yaml", "report.json", *split_folders])
+
+
 def shard_files(output: Path) -> dict[str, bytes]:
     """Every `.tfrecord` file of the dataset as a user sees it (relative path -> bytes)."""
     return {path: data for path, data in dataset_files(output).items() if path.endswith(".tfrecord")}

@@ -17,6 +17,7 @@ OD_API_KEYS = (
     "image/width",
     "image/filename",
     "image/source_id",
+    "image/source_key",
     "image/key/sha256",
     "image/object/bbox/xmin",
     "image/object/bbox/xmax",
@@ -68,11 +69,11 @@ Record = dict[str, list[Any]]
 
 
 def records_by_source_id(output_dir: Path) -> dict[str, Record]:
-    """Every record of every split, by `image/source_id`; fails if one is written twice."""
+    """Every record of every split, by `image/source_key`; fails if one is written twice."""
     records: dict[str, Record] = {}
     for split_records in read_all(output_dir).values():
         for record in split_records:
-            key = record["image/source_id"][0].decode()
+            key = record["image/source_key"][0].decode()
             assert key not in records, f"{key} written twice"
             records[key] = record
     return records

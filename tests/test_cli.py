@@ -21,6 +21,7 @@ import pytest
 from builders import (
     BUCKET,
     STATE_FOLDER,
+    TRAINING_STACK_NAMES,
     Export,
     GtBox,
     convert,
@@ -35,6 +36,7 @@ from builders import (
     load_report,
     sha256_hex,
     shard_files,
+    tfrecord_names,
     verify,
     visible_names,
     write_image,
@@ -63,7 +65,7 @@ def _run(export: Export, output: Path, *options: str) -> None:
 def _keys_by_split(output: Path) -> dict[str, list[str]]:
     """Each split's source_ids in record order."""
     return {
-        split: [record["image/source_id"][0].decode() for record in records]
+        split: [record["image/source_key"][0].decode() for record in records]
         for split, records in read_all(output).items()
     }
 
@@ -101,7 +103,7 @@ def test_splits_follow_the_golden_hash_and_order(tmp_path: Path, split: str, sha
     names = ("train", "validation", "test")[: len(shares)]
     assert info["split"] == pytest.approx(dict(zip(names, shares, strict=True)))
     assert info["seed"] == 7
-    assert [name for name in visible_names(output) if (output / name).is_dir()] == sorted(
+    assert [name for name in visible_names(output) if name.startswith("tfrecord_")] == sorted(
         SPLIT_FOLDERS[name] for name in names
     )
     keys = _keys_by_split(output)
@@ -229,7 +231,7 @@ def test_shards_are_capped_by_size_and_packed_greedily(tmp_path: Path) -> None:
     for split in ("train", "validation"):
         shards = info[split]["shards"]
         paths = [output / shard["file"] for shard in shards]
-        assert sorted(paths) == sorted((output / SPLIT_FOLDERS[split]).iterdir())
+        assert sorted(paths) == sorted((output / SPLIT_FOLDERS[split]).glob("*.tfrecord"))
         pattern = re.compile(rf"{SHARD_PREFIXES[split]}-(\d{{5}})-of-(\d{{5}})\.tfrecord")
         for index, path in enumerate(paths):
             match = pattern.fullmatch(path.name)
@@ -274,7 +276,10 @@ def test_dataset_info_describes_the_dataset(tmp_path: Path) -> None:
         "report",
         "entries",
     ]
-    assert info["entries"] == ["tfrecord_test", "tfrecord_train", "tfrecord_val"]
+    assert info["entries"] == [
+        "coco", "configs", "dataset_info.json", "features.json", "label_map.csv", "label_map.pbtxt",
+        "tfrecord_test", "tfrecord_train", "tfrecord_val",
+    ]  # fmt: skip
     assert info["classes"] == ["cat", "dog"]
     assert info["seed"] == 3
     assert info["split"] == pytest.approx({"train": 0.7, "validation": 0.2, "test": 0.1})
@@ -295,13 +300,14 @@ def test_dataset_info_describes_the_dataset(tmp_path: Path) -> None:
     records = read_all(output)
     for split in ("train", "validation", "test"):
         entry = info[split]
-        assert set(entry) == {"annotations", "images", "samples", "shards", "class_counts"}
+        assert set(entry) == {"annotations", "images", "samples", "shards", "label_map", "class_counts"}
+        assert entry["label_map"] == f"{SPLIT_FOLDERS[split]}/label_map.pbtxt"
         assert entry["annotations"] == entry["images"] == SPLIT_FOLDERS[split]
         assert entry["samples"] == len(records[split]) == sum(shard["records"] for shard in entry["shards"])
         objects: Counter[str] = Counter()
         images: Counter[str] = Counter()
         for record in records[split]:
-            names = boxes_by_key[record["image/source_id"][0].decode()]
+            names = boxes_by_key[record["image/source_key"][0].decode()]
             objects.update(names)
             images.update(set(names))
             assert set(record) >= set(OD_API_KEYS)
@@ -552,7 +558,7 @@ def test_while_committing_dataset_info_never_points_at_missing_shards(
     assert all(files == previous_files for _, _, files in checks[: switch + 1]), steps
     assert all(files == new_files for _, _, files in checks[switch + 1 :]), steps
     assert "unlink tfrecord_test" in steps[switch + 1 :]  # the link only the previous dataset used
-    assert visible_names(output) == ["dataset_info.yaml", "report.json", "tfrecord_train", "tfrecord_val"]
+    assert visible_names(output) == tfrecord_names("tfrecord_train", "tfrecord_val")
     assert verify(output).exit_code == 0
     assert sorted(key for keys in _keys_by_split(output).values() for key in keys) == sorted(export.references())
     assert leftovers(output) == []
@@ -567,7 +573,7 @@ def test_a_successful_rerun_replaces_the_previous_output(tmp_path: Path) -> None
     second = detection_export(tmp_path / "second", 12, first_seed=900)
     _run(second, output, "-s", "0.25")
 
-    assert visible_names(output) == ["dataset_info.yaml", "report.json", "tfrecord_train", "tfrecord_val"]
+    assert visible_names(output) == tfrecord_names("tfrecord_train", "tfrecord_val")
     info = load_info(output)
     assert "test" not in info
     keys = _keys_by_split(output)
@@ -575,7 +581,10 @@ def test_a_successful_rerun_replaces_the_previous_output(tmp_path: Path) -> None
     assert set(shard_files(output)) == {
         shard["file"] for split in ("train", "validation") for shard in info[split]["shards"]
     }
-    assert set(dataset_files(output)) == set(shard_files(output)) | {"dataset_info.yaml", "report.json"}
+    label_maps = {f"{folder}/label_map.pbtxt" for folder in ("tfrecord_train", "tfrecord_val")}
+    top_files = {path for path in dataset_files(output) if not path.startswith("tfrecord_")}
+    assert set(dataset_files(output)) == set(shard_files(output)) | label_maps | top_files
+    assert {path.split("/")[0] for path in top_files} == {*TRAINING_STACK_NAMES, "dataset_info.yaml", "report.json"}
     assert leftovers(output) == []  # nothing of the first dataset stays, not even out of sight
     assert verify(output).exit_code == 0
 
@@ -658,7 +667,7 @@ def test_annotations_folder_finds_the_output_manifest_and_is_the_default_images_
     assert info["input"]["annotations"] == str(job / "manifests" / "output.manifest")
     assert info["input"]["images"] == str(job)
     records = [record for records in read_all(output).values() for record in records]
-    assert {record["image/source_id"][0].decode(): record["image/encoded"][0] for record in records} == image_bytes
+    assert {record["image/source_key"][0].decode(): record["image/encoded"][0] for record in records} == image_bytes
     assert {record["image/filename"][0] for record in records} == {f"images/img{i}.jpg".encode() for i in range(4)}
 
 
@@ -677,7 +686,7 @@ def test_annotation_file_folder_is_the_default_images_folder(tmp_path: Path) -> 
 
     assert result.exit_code == 0, result.stderr
     records = [record for records in read_all(output).values() for record in records]
-    assert {record["image/source_id"][0].decode(): record["image/encoded"][0] for record in records} == (
+    assert {record["image/source_key"][0].decode(): record["image/encoded"][0] for record in records} == (
         export.image_bytes
     )
     assert load_info(output)["input"]["images"] == str(export.images)

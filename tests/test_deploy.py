@@ -504,9 +504,9 @@ def _file_digests(folder: Path) -> dict[str, str]:
 
 
 def _records_by_split(output: Path) -> dict[str, dict[str, Record]]:
-    """Every record, by split and then by `image/source_id`."""
+    """Every record, by split and then by `image/source_key`."""
     return {
-        split: {record["image/source_id"][0].decode(): record for record in records}
+        split: {record["image/source_key"][0].decode(): record for record in records}
         for split, records in read_all(output).items()
     }
 

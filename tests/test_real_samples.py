@@ -22,7 +22,7 @@ pytestmark = pytest.mark.shared_samples
 
 def _records_by_source_id(output: Path) -> dict[str, tuple[str, dict[str, list[Any]]]]:
     return {
-        record["image/source_id"][0].decode(): (split, record)
+        record["image/source_key"][0].decode(): (split, record)
         for split, records in read_all(output).items()
         for record in records
     }
@@ -57,7 +57,7 @@ def test_cat_bbox_export_converts_every_line_exactly(shared_samples: Path, tmp_p
         assert record["image/format"] == [b"jpeg"]
         assert record["image/height"] == [453]
         assert record["image/width"] == [601]
-        assert record["image/source_id"] == [reference.encode()]
+        assert record["image/source_key"] == [reference.encode()]
         assert record["image/filename"] == [image_path.relative_to(export).as_posix().encode()]
 
         size = line["cat-ground-truth"]["image_size"][0]

@@ -139,8 +139,8 @@ def test_workers_plus_finalize_equal_one_machine(single: tuple[CocoExport, Path]
     assert not (output / "parts").exists()
     assert _split_bytes(output) == _split_bytes(reference)  # same records, same order, per split
     records, expected = read_all(output), read_all(reference)  # and TensorFlow reads them alike
-    assert {split: [r["image/source_id"] for r in rs] for split, rs in records.items()} == {
-        split: [r["image/source_id"] for r in rs] for split, rs in expected.items()
+    assert {split: [r["image/source_key"] for r in rs] for split, rs in records.items()} == {
+        split: [r["image/source_key"] for r in rs] for split, rs in expected.items()
     }
     info, single_info = load_info(output), load_info(reference)
     for split in ("train", "validation", "test"):

@@ -25,8 +25,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from pycocotools import mask as mask_utils
 
 from converter.core.classes import ClassList
+from converter.core.image_ids import image_id_of
 from converter.core.images import ImageInfo, probe_image
 from converter.core.input_files import named
 from converter.core.masks import MAX_MASK_CLASS_ID, encode_png, read_class_mask
@@ -72,6 +74,11 @@ class EncodedObject:
     `bbox_pixels` is the same clipped box in displayed pixels, kept as the source gave it
     (not recomputed from the normalized one) so pixel formats write the source's numbers
     exactly; `object_index` is the object's position in `Sample.objects`, where its shape is.
+
+    `area_pixels` is what COCO-style evaluation buckets objects by (small, medium, large):
+    the export's own area where it gives one (COCO's `area`), else the pixels of the
+    object's shape, else its box's area. `rle_counts` is the shape's pixels in COCO's
+    compressed RLE (column-major, at the displayed size), for the COCO ground truth.
     """
 
     class_id: int
@@ -82,6 +89,7 @@ class EncodedObject:
     area_pixels: float
     is_crowd: bool
     mask_png: bytes | None = None
+    rle_counts: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,9 +119,11 @@ class EncodedSample:
 
     `segmentation_png` is None only when the run writes no class masks; `keypoints` is
     None only when the run has none, so sinks can give all records the same keys.
+    `image_id` is the numeric id of `converter.core.image_ids` (`image/source_id`).
     """
 
     sample: Sample
+    image_id: int
     image_bytes: bytes
     image: ImageInfo
     sha256_hex: str
@@ -181,8 +191,12 @@ def materialize(
     classes: ClassList,
     options: RecordOptions = RecordOptions(),
     combinations: CombinationClasses | None = None,
+    image_id: int | None = None,
 ) -> EncodedSample:
-    """Read and normalize one sample; raises `SampleError` if it cannot be written."""
+    """Read and normalize one sample; raises `SampleError` if it cannot be written.
+
+    `image_id` resolves a derived-id collision (`converter.core.image_ids`); None: the sample's own.
+    """
     image_bytes, image, warnings = _read_image(sample)
     frame_width, frame_height = sample.declared_size or (image.width, image.height)
     if (frame_width, frame_height) != (image.width, image.height):
@@ -203,7 +217,7 @@ def materialize(
     notes: list[ObjectNote] = []
     for index, obj in enumerate(sample.objects):
         covered = None
-        if obj.rle is not None or (needs_pixels and (obj.has_shape or options.instance_masks)):
+        if obj.has_shape or (needs_pixels and options.instance_masks):
             covered = object_coverage(obj, image.height, image.width)
         source_box = _source_box(obj, covered)
         if obj.has_shape and covered is not None and options.class_masks:
@@ -239,11 +253,12 @@ def materialize(
                 object_index=index,
                 bbox_pixels=(x_min * scale_x, y_min * scale_y, x_max * scale_x, y_max * scale_y),
                 bbox_normalized=(x_min / frame_width, y_min / frame_height, x_max / frame_width, y_max / frame_height),
-                area_pixels=(x_max - x_min) * scale_x * (y_max - y_min) * scale_y,
+                area_pixels=_area(obj, covered, (x_max - x_min) * scale_x * (y_max - y_min) * scale_y),
                 is_crowd=obj.is_crowd,
                 mask_png=encode_png(covered.full().view(np.uint8))
                 if options.instance_masks and covered is not None
                 else None,
+                rle_counts=_rle_counts(covered) if obj.has_shape and covered is not None else None,
             )
         )
 
@@ -282,6 +297,7 @@ def materialize(
 
     return EncodedSample(
         sample=sample,
+        image_id=image_id if image_id is not None else image_id_of(sample, {}),
         image_bytes=image_bytes,
         image=image,
         sha256_hex=hashlib.sha256(image_bytes).hexdigest(),
@@ -293,6 +309,22 @@ def materialize(
         warnings=tuple(warnings),
         keypoints=tuple(keypoints) if keypoints is not None else None,
     )
+
+
+def _area(obj: ObjectAnnotation, covered: Coverage | None, box_area: float) -> float:
+    """The export's area, else the shape's pixel count, else the box's area (see `EncodedObject`)."""
+    if obj.area is not None:
+        return obj.area
+    if obj.has_shape and covered is not None:
+        return float(np.count_nonzero(covered.pixels))
+    return box_area
+
+
+def _rle_counts(covered: Coverage) -> str:
+    """The covered pixels as COCO's compressed RLE counts string."""
+    encoded = mask_utils.encode(np.asfortranarray(covered.full().view(np.uint8)))
+    counts: bytes = encoded["counts"]
+    return counts.decode("ascii")
 
 
 def _class_mask(

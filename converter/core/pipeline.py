@@ -37,6 +37,7 @@ from converter.core.commit import (
     write_durably,
     yaml_text,
 )
+from converter.core.image_ids import resolve_collisions
 from converter.core.materialize import RecordOptions
 from converter.core.parallel import available_cpus, ordered_map, start_fork_server
 from converter.core.protocols import Sink, Source, SplitOutput
@@ -206,6 +207,8 @@ def _dataset_info(
                 {"file": path_of(shard.file), "records": shard.records, "bytes": shard.bytes, "sha256": shard.sha256}
                 for shard in output.shards
             ]
+        if output.label_map is not None:
+            info[split]["label_map"] = path_of(output.label_map)
         if output.checksums is not None:
             manifest = output.checksums
             info[split]["checksums"] = {
@@ -258,7 +261,7 @@ def run(source: Source, sink: Sink[Any], config: ConvertConfig, events: RunEvent
     with folder.locked():
         folder.check_writable()
         folder.remove_leftovers()
-        names = [*sink.entry_names(config.fractions.active_splits()), DATASET_INFO, REPORT]
+        names = [*sink.entry_names(config.fractions.active_splits(), config.layout), DATASET_INFO, REPORT]
         folder.check_ownership(names, config.overwrite)
         generation = folder.new_generation()
         report = Report()
@@ -444,7 +447,14 @@ def _convert_with_report(
 
     if allowed_skips is not None and report.skipped > allowed_skips:
         plan = {split: [] for split in plan}  # the source's own skips already exceed the limit: convert nothing
-    settings = WorkerSettings(classes, options, combinations, sink.record_encoder(options))
+    image_id_overrides, collisions = resolve_collisions(admitted)
+    for collision in collisions if record_source_skips else ():
+        report.add_warning(
+            collision.sample.location,
+            f"its derived image id equals that of {quoted(collision.taken_by)}; image/source_id is "
+            f"{collision.image_id} instead",
+        )
+    settings = WorkerSettings(classes, options, combinations, sink.record_encoder(options), image_id_overrides)
     outputs, counts = _write_records(staging, sink, plan, settings, config.workers, report, events, allowed_skips)
 
     converted: dict[str, int] = {split: output.samples for split, output in outputs.items()}

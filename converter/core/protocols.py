@@ -70,6 +70,7 @@ class SplitOutput:
     entries: tuple[str, ...]
     shards: tuple[ShardInfo, ...] | None = None
     checksums: ChecksumManifest | None = None
+    label_map: str | None = None  # a label map inside the split's folder, beside its records (Datumaro reads it there)
 
 
 class SplitWriter(Protocol[Payload_contra]):
@@ -98,8 +99,8 @@ class Sink(Protocol[Payload]):
         """Raise `UsageError` before any work if the format cannot write one of these names."""
         ...
 
-    def entry_names(self, splits: Sequence[SplitName]) -> tuple[str, ...]:
-        """The top-level names a run with these splits writes (folders and dataset-level files).
+    def entry_names(self, splits: Sequence[SplitName], layout: str) -> tuple[str, ...]:
+        """The top-level names a run with these splits and `--layout` writes (folders and dataset-level files).
 
         Known before any work, so that a run refuses at once to replace a path it does not own.
         """

@@ -135,8 +135,11 @@ class ObjectAnnotation:
     rle: RleMask | None = None
     is_crowd: bool = False
     attributes: tuple[tuple[str, str], ...] = ()
+    area: float | None = None  # the export's own area (COCO's `area`), which COCO-style evaluation buckets by
 
     def __post_init__(self) -> None:
+        if self.area is not None and not (math.isfinite(self.area) and self.area >= 0):
+            raise InvalidValueError(f"area must be a finite number >= 0, got {self.area}")
         if not self.class_name:
             raise InvalidValueError("class_name must not be empty")
         check_text("class name", self.class_name)
@@ -204,6 +207,8 @@ class Sample:
     same key on every run (for a manifest, its `source-ref`). `declared_size` is the
     `(width, height)` the annotation tool recorded, if any; annotations are in that frame.
     `image_path` is a local file, or an object in a bucket (read where it lies, never copied).
+    `image_id` is the export's own numeric image id (COCO's), which becomes the record's
+    `image/source_id`; without one the id is derived from the key (`converter.core.image_ids`).
     """
 
     key: str
@@ -216,8 +221,11 @@ class Sample:
     image_labels: tuple[str, ...] = ()
     segmentation: SegmentationMask | None = None
     attributes: tuple[tuple[str, str], ...] = field(default=())
+    image_id: int | None = None
 
     def __post_init__(self) -> None:
+        if self.image_id is not None and not 0 <= self.image_id < 2**63:
+            raise InvalidValueError(f"image id must lie in [0, 2**63), got {self.image_id}")
         if not self.key:
             raise InvalidValueError(f"sample key must not be empty ({self.location})")
         check_text("image reference", self.key)

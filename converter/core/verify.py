@@ -251,6 +251,11 @@ def _verify(base: Path, info: dict[str, Any], result: Verification) -> None:
             listed_files.add(path)
             problems += _shard_problems(path, shard)
             result.records += int(shard.get("records", 0))
+        if entry.get("label_map"):
+            label_map = _inside(base, str(entry["label_map"]))
+            listed_files.add(label_map)
+            if not label_map.is_file():
+                problems.append(f"{label_map}: missing (dataset_info.yaml lists it as the {split} label map)")
         listed = sum(int(shard.get("records", 0)) for shard in shards)
         if listed != entry.get("samples"):
             problems.append(f"{split}: shards hold {listed} records but `samples` says {entry.get('samples')}")

@@ -28,6 +28,7 @@ class WorkerSettings:
     options: RecordOptions
     combinations: CombinationClasses | None
     encoder: RecordEncoder[Any]
+    image_id_overrides: dict[str, int]  # keys whose derived image id collided (`converter.core.image_ids`)
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,13 @@ def convert_sample(sample: Sample) -> ConvertedSample | FailedSample:
     if _settings is None:
         raise RuntimeError("worker settings not installed; call install() first")
     try:
-        encoded = materialize(sample, _settings.classes, _settings.options, _settings.combinations)
+        encoded = materialize(
+            sample,
+            _settings.classes,
+            _settings.options,
+            _settings.combinations,
+            _settings.image_id_overrides.get(sample.key),
+        )
     except SampleError as error:
         return FailedSample(error.code, error.message)
     return ConvertedSample(

@@ -63,7 +63,7 @@ class UniqueNames:
     def claim(self, sample: EncodedSample) -> OutputName:
         name = PurePosixPath(_UNSAFE_CHARACTERS.sub("_", PurePosixPath(sample.sample.image_name).name))
         stem = name.stem
-        suffix = name.suffix or "." + _SUFFIX_BY_FORMAT.get(sample.image.format, sample.image.format)
+        suffix = name.suffix or _SUFFIX_BY_FORMAT.get(sample.image.format, "." + sample.image.format)
         if stem.casefold() in self._taken_stems:
             stem = f"{stem}_{hashlib.sha256(sample.sample.key.encode()).hexdigest()[:_KEY_DIGEST_CHARACTERS]}"
             base, number = stem, 2

@@ -161,7 +161,7 @@ class JsonFilesSink:
         """Any Unicode name can be written: JSON carries names as strings."""
         check_unicode_names(class_names)
 
-    def entry_names(self, splits: Sequence[SplitName]) -> tuple[str, ...]:
+    def entry_names(self, splits: Sequence[SplitName], layout: str) -> tuple[str, ...]:
         return tuple(SPLIT_FOLDERS[split] for split in splits)
 
     def finish(self, output_dir: Path, class_names: Sequence[str]) -> tuple[str, ...]:

@@ -92,7 +92,7 @@ class MasksSink:
         if unwritable:
             raise UsageError(f"class names {unwritable} hold line breaks and cannot be written to codes.txt")
 
-    def entry_names(self, splits: Sequence[SplitName]) -> tuple[str, ...]:
+    def entry_names(self, splits: Sequence[SplitName], layout: str) -> tuple[str, ...]:
         return (*(SPLIT_FOLDERS[split] for split in splits), CODES_FILE)
 
     def finish(self, output_dir: Path, class_names: Sequence[str]) -> tuple[str, ...]:

@@ -37,6 +37,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
+
 from converter.core.classes import FIRST_CLASS_ID
 from converter.core.materialize import EncodedSample, RecordOptions
 from converter.core.protocols import RecordEncoder, SplitOutput
@@ -56,6 +58,7 @@ from converter.sinks._files import (
 )
 
 LABEL_MAP_FILE = "label_map.csv"
+CONFIG_FILE = "masterful.yaml"
 RECORDS_FILES: dict[SplitName, str] = {
     "train": "records_train.csv",
     "validation": "records_val.csv",
@@ -128,6 +131,8 @@ class MasterfulSink:
     def __init__(self, max_shard_bytes: int) -> None:
         """Masterful's records are not sharded; the cap is accepted so every sink is built alike."""
         self._task: MasterfulTask | None = None
+        self._splits: list[SplitName] = []
+        self._absolute_root: Path | None = None
 
     def record_encoder(self, options: RecordOptions) -> RecordEncoder[EncodedSample]:
         return pass_through
@@ -136,6 +141,8 @@ class MasterfulSink:
         if options.instance_masks:
             raise UsageError("--instance-masks: Masterful's CSV has no place for instance masks; use -f json")
         self._task = masterful_task(options)
+        self._splits.append(split)
+        self._absolute_root = options.absolute_root
         return _MasterfulSplitWriter(output_dir, split, options)
 
     def check_class_names(self, class_names: Sequence[str]) -> None:
@@ -148,8 +155,9 @@ class MasterfulSink:
                 "line breaks); rename them with --classes or choose another --format"
             )
 
-    def entry_names(self, splits: Sequence[SplitName]) -> tuple[str, ...]:
-        return (*(name for split in splits for name in (RECORDS_FILES[split], SPLIT_FOLDERS[split])), LABEL_MAP_FILE)
+    def entry_names(self, splits: Sequence[SplitName], layout: str) -> tuple[str, ...]:
+        records = (name for split in splits for name in (RECORDS_FILES[split], SPLIT_FOLDERS[split]))
+        return (*records, LABEL_MAP_FILE, CONFIG_FILE)
 
     def finish(self, output_dir: Path, class_names: Sequence[str]) -> tuple[str, ...]:
         """label_map.csv: `index, label` lines; segmentation adds `0, background` first."""
@@ -159,7 +167,32 @@ class MasterfulSink:
         labels += class_names
         lines = [f"{index}{FIELD_SEPARATOR}{label}\n" for index, label in enumerate(labels)]
         write_file(output_dir / LABEL_MAP_FILE, "".join(lines).encode())
-        return (LABEL_MAP_FILE,)
+        write_file(output_dir / CONFIG_FILE, self._config(len(labels)).encode())
+        return (LABEL_MAP_FILE, CONFIG_FILE)
+
+    def _config(self, num_classes: int) -> str:
+        """The `dataset`, `training` and `evaluation` sections of Masterful's CLI config (its YAML guide),
+        pointing at this dataset's files; the `model` section is the user's choice and is left out."""
+        splits = [Path(RECORDS_FILES[split]).stem for split in self._splits]
+        evaluation = next(
+            (Path(RECORDS_FILES[split]).stem for split in ("test", "validation") if split in self._splits), splits[0]
+        )
+        config = {
+            "dataset": {
+                "root_path": str(self._absolute_root) if self._absolute_root is not None else ".",
+                "splits": splits,
+                "label_map": Path(LABEL_MAP_FILE).stem,
+                "optimize": True,
+            },
+            "training": {"task": self._task, "training_split": splits[0]},
+            "evaluation": {"split": evaluation},
+        }
+        return (
+            "# Written by dataset-converter: Masterful CLI trainer config for this dataset. Add a `model` section\n"
+            f"# (architecture, num_classes: {num_classes}, input_shape) and an `output` section; root_path '.' is\n"
+            "# this folder (run masterful-train from it), absolute with --absolute-paths.\n"
+            + yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+        )
 
     def describe_layout(self, options: RecordOptions) -> dict[str, Any]:
         task = masterful_task(options)

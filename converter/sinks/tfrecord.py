@@ -5,6 +5,10 @@ record carries every key of `_OD_API_KEYS`, with empty lists where a sample has 
 that kind, so readers can parse all records with one feature spec; the segmentation,
 instance mask and keypoint keys are on every record of a run that has them. Class ids
 start at 1 (0 is background); boxes are normalized to [0, 1] and clipped.
+`image/source_id` is a decimal integer (`converter.core.image_ids`), because Model Garden
+and COCO-style evaluation parse it as one; the sample key is `image/source_key`. Beside
+the records this layout writes what the training stacks read: label maps, the COCO ground
+truth of each split, configs (`converter.sinks.training_stacks`) and TFDS's metadata.
 
 ModelPack (`--layout modelpack`): the features ModelPack's DeepView validator parses,
 `image` (the file's bytes), `image_name`, `width`, `height`, `objects` (0-based indices
@@ -28,11 +32,22 @@ from typing import Any
 from converter.core.classes import FIRST_CLASS_ID
 from converter.core.materialize import EncodedSample, RecordOptions
 from converter.core.protocols import SplitOutput
+from converter.core.shard import ShardInfo
 from converter.core.split import SplitName
 from converter.errors import UsageError
 from converter.formats.tfrecord import BytesFeature, Feature, FloatFeature, Int64Feature, encode_record
 from converter.sinks._files import check_unicode_names
 from converter.sinks._sharded_file import ShardedFileWriter
+from converter.sinks.coco_ground_truth import COCO_FOLDER, GroundTruthFragment, GroundTruthWriter, sample_fragment
+from converter.sinks.tfds_metadata import write_tfds_metadata
+from converter.sinks.training_stacks import (
+    CONFIGS_FOLDER,
+    LABEL_MAP_CSV,
+    LABEL_MAP_PBTXT,
+    DatasetFacts,
+    SplitFacts,
+    write_training_files,
+)
 
 SPLIT_FOLDERS: dict[SplitName, str] = {"train": "tfrecord_train", "validation": "tfrecord_val", "test": "tfrecord_test"}
 SHARD_PREFIXES: dict[SplitName, str] = {"train": "train", "validation": "val", "test": "test"}
@@ -45,6 +60,7 @@ IMAGE_HEIGHT = "image/height"
 IMAGE_WIDTH = "image/width"
 IMAGE_FILENAME = "image/filename"
 IMAGE_SOURCE_ID = "image/source_id"
+IMAGE_SOURCE_KEY = "image/source_key"
 IMAGE_SHA256 = "image/key/sha256"
 BBOX_XMIN = "image/object/bbox/xmin"
 BBOX_XMAX = "image/object/bbox/xmax"
@@ -59,9 +75,11 @@ IMAGE_CLASS_TEXT = "image/class/text"
 SEGMENTATION_ENCODED = "image/segmentation/class/encoded"
 SEGMENTATION_FORMAT = "image/segmentation/class/format"
 OBJECT_MASK = "image/object/mask"
-KEYPOINT_X = "image/object/keypoint/x"
-KEYPOINT_Y = "image/object/keypoint/y"
-KEYPOINT_TEXT = "image/object/keypoint/text"
+# Free-standing keypoints (Label Studio's): not `image/object/keypoint/*`, which the Object
+# Detection API reads as `[num_boxes, num_keypoints]` points belonging to the boxes.
+KEYPOINT_X = "image/keypoint/x"
+KEYPOINT_Y = "image/keypoint/y"
+KEYPOINT_TEXT = "image/keypoint/text"
 _OD_API_KEYS = (
     IMAGE_ENCODED,
     IMAGE_FORMAT,
@@ -69,6 +87,7 @@ _OD_API_KEYS = (
     IMAGE_WIDTH,
     IMAGE_FILENAME,
     IMAGE_SOURCE_ID,
+    IMAGE_SOURCE_KEY,
     IMAGE_SHA256,
     BBOX_XMIN,
     BBOX_XMAX,
@@ -100,6 +119,10 @@ _MODELPACK_KEYS = (
 )
 MODELPACK_VALUES_PER_BOX = 4
 
+TFDS_DATASET_NAME = "dataset_converter"  # the name `tfds.builder_from_directory` reports
+TFDS_FILES = ("dataset_info.json", "features.json")  # TFDS's metadata, at the dataset root
+TRAINING_STACK_ENTRIES = (LABEL_MAP_PBTXT, LABEL_MAP_CSV, CONFIGS_FOLDER, COCO_FOLDER, *TFDS_FILES)
+
 # `--layout` values, and the names dataset_info.yaml's record_layout gives them.
 OBJECT_DETECTION_API = "object-detection-api"
 MODELPACK = "modelpack"
@@ -115,7 +138,8 @@ def object_detection_features(sample: EncodedSample, options: RecordOptions) -> 
         IMAGE_HEIGHT: Int64Feature([sample.image.height]),
         IMAGE_WIDTH: Int64Feature([sample.image.width]),
         IMAGE_FILENAME: BytesFeature([sample.sample.image_name.encode()]),
-        IMAGE_SOURCE_ID: BytesFeature([sample.sample.key.encode()]),
+        IMAGE_SOURCE_ID: BytesFeature([str(sample.image_id).encode()]),
+        IMAGE_SOURCE_KEY: BytesFeature([sample.sample.key.encode()]),
         IMAGE_SHA256: BytesFeature([sample.sha256_hex.encode()]),
         BBOX_XMIN: FloatFeature([obj.bbox_normalized[0] for obj in objects]),
         BBOX_YMIN: FloatFeature([obj.bbox_normalized[1] for obj in objects]),
@@ -160,6 +184,19 @@ FeatureBuilder = Callable[[EncodedSample, RecordOptions], dict[str, Feature]]
 _FEATURES: dict[str, FeatureBuilder] = {OBJECT_DETECTION_API: object_detection_features, MODELPACK: modelpack_features}
 
 
+@dataclass(frozen=True, slots=True)
+class TFRecordPayload:
+    """What a worker sends the writer: the framed record, and for the Object Detection API
+    layout the sample's COCO ground truth and the sizes the configs need."""
+
+    record: bytes
+    ground_truth: GroundTruthFragment | None
+    height: int
+    width: int
+    objects: int
+    image_labels: int
+
+
 @dataclass(frozen=True)
 class TFRecordEncoder:
     """Builds one framed record (Example protobuf, length, CRCs) in a worker process, so the
@@ -167,36 +204,66 @@ class TFRecordEncoder:
 
     options: RecordOptions
 
-    def __call__(self, sample: EncodedSample) -> bytes:
-        return encode_record(_FEATURES[self.options.layout](sample, self.options))
+    def __call__(self, sample: EncodedSample) -> TFRecordPayload:
+        record = encode_record(_FEATURES[self.options.layout](sample, self.options))
+        ground_truth = sample_fragment(sample) if self.options.layout == OBJECT_DETECTION_API else None
+        return TFRecordPayload(
+            record,
+            ground_truth,
+            sample.image.height,
+            sample.image.width,
+            len(sample.objects),
+            len(sample.image_class_ids),
+        )
 
 
 class _TFRecordSplitWriter:
-    def __init__(self, output_dir: Path, split: SplitName, max_shard_bytes: int) -> None:
-        self._folder_name = SPLIT_FOLDERS[split]
+    def __init__(self, output_dir: Path, split: SplitName, max_shard_bytes: int, extras: bool) -> None:
+        self.folder_name = SPLIT_FOLDERS[split]
         self._shards = ShardedFileWriter(
-            output_dir / self._folder_name, SHARD_PREFIXES[split], SHARD_SUFFIX, max_shard_bytes, relative_to=output_dir
+            output_dir / self.folder_name, SHARD_PREFIXES[split], SHARD_SUFFIX, max_shard_bytes, relative_to=output_dir
         )
+        coco_file = f"instances_{SHARD_PREFIXES[split]}.json"
+        self.ground_truth = GroundTruthWriter(output_dir, coco_file) if extras else None
+        self.facts = SplitFacts(
+            f"{self.folder_name}/{SHARD_PREFIXES[split]}-*{SHARD_SUFFIX}",
+            f"{COCO_FOLDER}/{coco_file}" if extras else None,
+        )
+        self._extras = extras
+        self.shards: tuple[ShardInfo, ...] = ()
 
-    def write(self, framed_record: bytes) -> None:
-        self._shards.write(framed_record)
+    def write(self, payload: TFRecordPayload) -> None:
+        self._shards.write(payload.record)
+        if self.ground_truth is not None and payload.ground_truth is not None:
+            self.ground_truth.write(payload.ground_truth)
+        self.facts.add(payload.height, payload.width, payload.objects, payload.image_labels)
 
     def close(self) -> SplitOutput:
-        shards = self._shards.close()
+        self.shards = self._shards.close()
+        if self.ground_truth is not None:
+            self.ground_truth.close()
         return SplitOutput(
-            annotations=self._folder_name,
-            images=self._folder_name,
-            samples=sum(shard.records for shard in shards),
-            entries=(self._folder_name,),
-            shards=shards,
+            annotations=self.folder_name,
+            images=self.folder_name,
+            samples=sum(shard.records for shard in self.shards),
+            entries=(self.folder_name,),
+            shards=self.shards,
+            label_map=f"{self.folder_name}/{LABEL_MAP_PBTXT}" if self._extras else None,
         )
 
 
 class TFRecordSink:
-    """`-f tfrecord`: records in size-capped shards, one folder per split, in the chosen `--layout`."""
+    """`-f tfrecord`: records in size-capped shards, one folder per split, in the chosen `--layout`.
+
+    With the Object Detection API layout, `finish` also writes what the training stacks
+    read beside the records (label maps, COCO ground truth, configs, TFDS metadata), from
+    what the split writers saw; so a sink serves one run.
+    """
 
     def __init__(self, max_shard_bytes: int) -> None:
         self.max_shard_bytes = max_shard_bytes
+        self._writers: dict[SplitName, _TFRecordSplitWriter] = {}
+        self._options = RecordOptions()
 
     def record_encoder(self, options: RecordOptions) -> TFRecordEncoder:
         if options.layout not in _FEATURES:
@@ -206,18 +273,44 @@ class TFRecordSink:
         return TFRecordEncoder(options)
 
     def open_split(self, output_dir: Path, split: SplitName, options: RecordOptions) -> _TFRecordSplitWriter:
-        return _TFRecordSplitWriter(output_dir, split, self.max_shard_bytes)
+        self._options = options
+        writer = _TFRecordSplitWriter(output_dir, split, self.max_shard_bytes, options.layout == OBJECT_DETECTION_API)
+        self._writers[split] = writer
+        return writer
 
     def check_class_names(self, class_names: Sequence[str]) -> None:
         """Any Unicode name can be written: records carry names as UTF-8 strings."""
         check_unicode_names(class_names)
 
-    def entry_names(self, splits: Sequence[SplitName]) -> tuple[str, ...]:
-        return tuple(SPLIT_FOLDERS[split] for split in splits)
+    def entry_names(self, splits: Sequence[SplitName], layout: str) -> tuple[str, ...]:
+        folders = tuple(SPLIT_FOLDERS[split] for split in splits)
+        if layout != OBJECT_DETECTION_API:
+            return folders
+        return (*folders, *TRAINING_STACK_ENTRIES)
 
     def finish(self, output_dir: Path, class_names: Sequence[str]) -> tuple[str, ...]:
-        """TFRecords carry their class texts; dataset_info.yaml's `classes` is the label map."""
-        return ()
+        """The Object Detection API layout's files for the training stacks (see the class); ModelPack has none."""
+        if self._options.layout != OBJECT_DETECTION_API:
+            return ()
+        for writer in self._writers.values():
+            if writer.ground_truth is not None:
+                writer.ground_truth.assemble(class_names)
+        absolute_root = self._options.absolute_root
+        facts = DatasetFacts(
+            class_names,
+            {split: writer.facts for split, writer in self._writers.items()},
+            self._options,
+            f"{absolute_root}/" if absolute_root is not None else "",
+        )
+        names = write_training_files(output_dir, facts, [writer.folder_name for writer in self._writers.values()])
+        names += write_tfds_metadata(
+            output_dir,
+            TFDS_DATASET_NAME,
+            class_names,
+            {split: writer.shards for split, writer in self._writers.items()},
+            self._options,
+        )
+        return (*names, COCO_FOLDER)
 
     def describe_layout(self, options: RecordOptions) -> dict[str, Any]:
         if options.layout == MODELPACK:
@@ -227,6 +320,8 @@ class TFRecordSink:
             "layout": LAYOUT_NAMES[OBJECT_DETECTION_API],
             "class_id_offset": FIRST_CLASS_ID,
             "boxes": "normalized [0, 1], displayed frame (EXIF orientation applied), clipped",
+            "source_id": "decimal integer: the COCO image id, else derived from image/source_key",
+            "area": "the export's area (COCO), else the shape's pixels, else the box's",
             "keys": sorted(  # every record of this dataset carries all of them
                 [*_OD_API_KEYS]
                 + ([SEGMENTATION_ENCODED, SEGMENTATION_FORMAT] if options.class_masks else [])

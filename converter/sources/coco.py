@@ -326,6 +326,7 @@ class CocoSource:
                 image_name=image.name,
                 declared_size=entry.declared_size,
                 objects=tuple(objects),
+                image_id=entry.image_id if isinstance(entry.image_id, int) and 0 <= entry.image_id < 2**63 else None,
             )
         except InvalidValueError as error:
             raise SampleError("invalid_value", str(error)) from None
@@ -366,6 +367,11 @@ def _object(
             raise SampleError("degenerate_polygon", "no polygon part has 3 points or more, and there is no `bbox`")
     if box is None and not polygons and rle is None:
         raise _malformed("it has neither a `bbox` nor a `segmentation`")
+    area = annotation.get("area")
+    if area is not None:
+        area = _number(area, "`area`")
+        if area < 0:
+            raise _malformed(f"`area` must be >= 0, got {shown(annotation.get('area'))}")
     attributes = annotation.get("attributes")
     return (
         ObjectAnnotation(
@@ -374,6 +380,7 @@ def _object(
             polygons=polygons,
             rle=rle,
             is_crowd=bool(crowd),
+            area=area,
             attributes=tuple(
                 (key, value if isinstance(value, str) else str(value))
                 for key, value in attributes.items()

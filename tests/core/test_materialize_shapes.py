@@ -133,7 +133,9 @@ def _converted(export: ShapesExport, output: Path, *options: str) -> tuple[dict[
     assert result.exit_code == 0, result.stderr
     checked = verify(output)
     assert checked.exit_code == 0, checked.stderr
-    records = {record["image/source_id"][0].decode(): record for split in read_all(output).values() for record in split}
+    records = {
+        record["image/source_key"][0].decode(): record for split in read_all(output).values() for record in split
+    }
     return records, load_info(output)
 
 
@@ -255,10 +257,10 @@ def test_keypoints_are_written_and_one_outside_the_image_is_reported(export: Sha
     records, info = _converted(export, tmp_path / "out")
 
     face = records["face.jpg"]
-    assert face["image/object/keypoint/x"] == pytest.approx([10.5 / WIDTH, 1.0])
-    assert face["image/object/keypoint/y"] == pytest.approx([20.25 / HEIGHT, 1.0])
-    assert face["image/object/keypoint/text"] == [b"nose", b"eye"]
-    for key in ("image/object/keypoint/x", "image/object/keypoint/y", "image/object/keypoint/text"):
+    assert face["image/keypoint/x"] == pytest.approx([10.5 / WIDTH, 1.0])
+    assert face["image/keypoint/y"] == pytest.approx([20.25 / HEIGHT, 1.0])
+    assert face["image/keypoint/text"] == [b"nose", b"eye"]
+    for key in ("image/keypoint/x", "image/keypoint/y", "image/keypoint/text"):
         assert records["no_points.jpg"][key] == []
         assert key in info["record_layout"]["keys"]
     [note] = load_report(tmp_path / "out")["objects"]

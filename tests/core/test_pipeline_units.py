@@ -166,12 +166,13 @@ def test_missing_split_folder(dataset: Path) -> None:
     info = _info(dataset)
     for shard in info["validation"]["shards"]:
         (dataset / shard["file"]).unlink()
+    (dataset / info["validation"]["label_map"]).unlink()
     folder = dataset / info["validation"]["annotations"]
     folder.resolve().rmdir()  # the folder in the live generation, and the link a user sees
     folder.unlink()
     problems = _problems(dataset)
-    assert len(problems) == len(info["validation"]["shards"])
-    assert all(problem.endswith(": missing") for problem in problems)
+    assert len(problems) == len(info["validation"]["shards"]) + 1  # and its label map
+    assert all(": missing" in problem for problem in problems)
 
 
 def test_wrong_record_count_of_a_shard(dataset: Path) -> None:

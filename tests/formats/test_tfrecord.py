@@ -123,10 +123,10 @@ def test_example_is_byte_identical_to_tensorflow_deterministic_serialization(
 def test_object_detection_keys_are_byte_identical(tf: Any) -> None:
     keys = [
         "image/encoded", "image/format", "image/height", "image/width", "image/filename", "image/source_id",
-        "image/key/sha256", "image/object/bbox/xmin", "image/object/bbox/xmax", "image/object/bbox/ymin",
-        "image/object/bbox/ymax", "image/object/class/label", "image/object/class/text", "image/object/area",
-        "image/object/is_crowd", "image/class/label", "image/class/text", "image/segmentation/class/encoded",
-        "image/segmentation/class/format",
+        "image/source_key", "image/key/sha256", "image/object/bbox/xmin", "image/object/bbox/xmax",
+        "image/object/bbox/ymin", "image/object/bbox/ymax", "image/object/class/label", "image/object/class/text",
+        "image/object/area", "image/object/is_crowd", "image/class/label", "image/class/text",
+        "image/segmentation/class/encoded", "image/segmentation/class/format",
     ]  # fmt: skip
     features: dict[str, Feature] = {key: Int64Feature([index]) for index, key in enumerate(keys)}
     assert encode_example(features) == tf_example(tf, features).SerializeToString(deterministic=True)

@@ -475,9 +475,9 @@ def test_keypoints_and_choices_are_written_in_pixels_and_as_image_classes(tmp_pa
     assert [(point.x, point.y) for point in sample.keypoints] == [(50.0, 50.0), (151.0, 10.0)]
     assert sample.declared_size == SIZE
     record = records_by_source_id(output)["a.png"]
-    assert record["image/object/keypoint/x"] == pytest.approx([0.25, 0.755], abs=1e-6)
-    assert record["image/object/keypoint/y"] == pytest.approx([0.5, 0.1], abs=1e-6)
-    assert record["image/object/keypoint/text"] == [b"eye", b"nose"]
+    assert record["image/keypoint/x"] == pytest.approx([0.25, 0.755], abs=1e-6)
+    assert record["image/keypoint/y"] == pytest.approx([0.5, 0.1], abs=1e-6)
+    assert record["image/keypoint/text"] == [b"eye", b"nose"]
     assert record["image/class/text"] == [b"indoor", b"night"]
     classes = load_info(output)["classes"]
     assert classes == ["eye", "indoor", "night", "nose"]

@@ -70,7 +70,7 @@ def _assert_image(record: Record, export: Export, reference: str, size: tuple[in
     assert set(OD_API_KEYS) <= set(record)
     assert record["image/encoded"] == [original]
     assert record["image/key/sha256"] == [sha256_hex(original).encode()]
-    assert record["image/source_id"] == [reference.encode()]
+    assert record["image/source_key"] == [reference.encode()]
     assert record["image/format"] == [image_format.encode()]
     assert (record["image/width"], record["image/height"]) == ([size[0]], [size[1]])
 

@@ -1,0 +1,125 @@
+"""COCO ground truth beside the records: what COCO-style evaluation scores against.
+
+Model Garden's evaluation (`task.annotation_file`) and pycocotools' COCOeval read a COCO
+instances JSON whose image ids are the records' `image/source_id`. Writing it from the
+very samples that become records means the evaluation scores against exactly the
+converted data: the same clipped boxes, areas, crowd flags and pixels.
+
+Per object: `bbox` is the clipped box in displayed pixels (`[x, y, width, height]`),
+`area` is the record's `image/object/area`, `iscrowd` the source's, and `segmentation` is
+the shape's pixels in COCO's compressed RLE where the object has a shape, else the box
+as a polygon (what a box paints as an instance mask), so mask evaluation works on every
+object. Annotation ids count from 1 in record order, which is deterministic.
+
+A worker builds each sample's JSON (`sample_fragment`); the split's writer streams the
+fragments to two spool files, and `assemble` writes the final file once the class list is
+final, so memory holds nothing per sample.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from converter import __version__
+from converter.core.classes import FIRST_CLASS_ID
+from converter.core.materialize import EncodedObject, EncodedSample
+
+COCO_FOLDER = "coco"
+
+
+@dataclass(frozen=True, slots=True)
+class GroundTruthFragment:
+    """One sample as COCO JSON: its `images` entry, and its annotations without their `id`."""
+
+    image: str
+    annotations: tuple[str, ...]
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _segmentation(obj: EncodedObject, height: int, width: int) -> dict[str, Any] | list[list[float]]:
+    if obj.rle_counts is not None:
+        return {"size": [height, width], "counts": obj.rle_counts}
+    x_min, y_min, x_max, y_max = obj.bbox_pixels
+    return [[x_min, y_min, x_max, y_min, x_max, y_max, x_min, y_max]]
+
+
+def sample_fragment(sample: EncodedSample) -> GroundTruthFragment:
+    """The sample's COCO entries; runs in the worker, beside the record."""
+    height, width = sample.image.height, sample.image.width
+    image = _dumps(
+        {
+            "id": sample.image_id,
+            "file_name": sample.sample.image_name,
+            "height": height,
+            "width": width,
+            "source_key": sample.sample.key,
+        }
+    )
+    annotations = []
+    for obj in sample.objects:
+        x_min, y_min, x_max, y_max = obj.bbox_pixels
+        annotation = {
+            "image_id": sample.image_id,
+            "category_id": obj.class_id,
+            "bbox": [x_min, y_min, x_max - x_min, y_max - y_min],
+            "area": obj.area_pixels,
+            "iscrowd": int(obj.is_crowd),
+            "segmentation": _segmentation(obj, height, width),
+        }
+        annotations.append(_dumps(annotation))
+    return GroundTruthFragment(image, tuple(annotations))
+
+
+class GroundTruthWriter:
+    """Spools one split's fragments to disk in record order; `assemble` makes the JSON."""
+
+    def __init__(self, output_dir: Path, file_name: str) -> None:
+        self.file_name = file_name
+        folder = output_dir / COCO_FOLDER
+        folder.mkdir(exist_ok=True)
+        self._path = folder / file_name
+        self._images_path = folder / f".{file_name}.images"
+        self._annotations_path = folder / f".{file_name}.annotations"
+        self._images: TextIO = self._images_path.open("w", encoding="utf-8")
+        self._annotations: TextIO = self._annotations_path.open("w", encoding="utf-8")
+        self._next_annotation_id = 1
+
+    def write(self, fragment: GroundTruthFragment) -> None:
+        self._images.write(fragment.image + "\n")
+        for annotation in fragment.annotations:
+            self._annotations.write(f'{{"id":{self._next_annotation_id},{annotation[1:]}\n')
+            self._next_annotation_id += 1
+
+    def close(self) -> None:
+        self._images.close()
+        self._annotations.close()
+
+    def assemble(self, class_names: Sequence[str]) -> None:
+        """Write `coco/<file_name>` from the spool files (then removed), with the final categories."""
+        categories = [
+            {"id": index, "name": name, "supercategory": ""}
+            for index, name in enumerate(class_names, start=FIRST_CLASS_ID)
+        ]
+        head = {
+            "info": {"description": "ground truth of the records", "version": __version__},
+            "licenses": [],
+            "categories": categories,
+        }
+        with self._path.open("w", encoding="utf-8") as out:
+            out.write(_dumps(head)[:-1])
+            for key, spool in (("images", self._images_path), ("annotations", self._annotations_path)):
+                out.write(f',"{key}":[')
+                with spool.open(encoding="utf-8") as lines:
+                    for index, line in enumerate(lines):
+                        out.write(("," if index else "") + "\n" + line.rstrip("\n"))
+                out.write("]")
+            out.write("}\n")
+        self._images_path.unlink()
+        self._annotations_path.unlink()

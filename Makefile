@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 IMAGE ?= dataset-converter:latest
 
-.PHONY: install demo test lint bench docker-build docker-test clean strace
+.PHONY: install demo test lint bench docker-build docker-test clean strace readers-check
 
 install: $(INSTALLED)
 
@@ -33,6 +33,11 @@ test: install strace
 	$(BIN)/pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: that is a failure" >&2; fi; \
 	exit $$status
+
+## Only the third-party readers on converted output (TFDS, Model Garden, Datumaro, fastai; part of `make test`).
+## Each is installed on first use into its own venv under .readers/ (about 13 GB and 4 minutes the first time).
+readers-check: install
+	DATASET_CONVERTER_REQUIRE_READERS=1 $(BIN)/pytest tests/test_reader_*.py tests/test_training_stacks.py
 
 lint: install
 	$(BIN)/ruff check converter tests scripts

@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 SEGMENTATION_KEY = "image/segmentation/class/encoded"
 INSTANCE_MASK_KEY = "image/object/mask"
 KEYPOINT_KEYS = ("image/keypoint/x", "image/keypoint/y", "image/keypoint/text")
+OBJECT_KEYPOINT_KEYS = (
+    "image/object/keypoint/x",
+    "image/object/keypoint/y",
+    "image/object/keypoint/visibility",
+    "image/object/keypoint/text",
+)
 
 _SCALARS = {
     "image/encoded": "string",
@@ -56,6 +62,10 @@ _LISTS = {
     "image/keypoint/x": "float32",
     "image/keypoint/y": "float32",
     "image/keypoint/text": "string",
+    "image/object/keypoint/x": "float32",
+    "image/object/keypoint/y": "float32",
+    "image/object/keypoint/visibility": "int64",
+    "image/object/keypoint/text": "string",
 }
 
 
@@ -107,6 +117,12 @@ def tf_dataset(dataset: str | os.PathLike[str], split: str = "train") -> tf.data
             "area": dense["image/object/area"],
             "is_crowd": dense["image/object/is_crowd"],
         }
+        if OBJECT_KEYPOINT_KEYS[0] in keys:
+            per_object = int(layout["keypoints_per_object"])
+            x, y, visibility, text = (dense[key] for key in OBJECT_KEYPOINT_KEYS)
+            objects["keypoints"] = tf.reshape(tf.stack([y, x], -1), [-1, per_object, 2])  # y, x as the boxes
+            objects["keypoint_visibility"] = tf.reshape(visibility, [-1, per_object])
+            objects["keypoint_text"] = tf.reshape(text, [-1, per_object])
         if INSTANCE_MASK_KEY in keys:
             objects["mask"] = tf.map_fn(
                 lambda png: tf.io.decode_png(png, channels=1)[..., 0],

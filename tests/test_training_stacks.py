@@ -127,6 +127,10 @@ def _label_map_message() -> Any:
     item.field.add(name="name", number=1, type=9, label=1)
     item.field.add(name="id", number=2, type=5, label=1)
     item.field.add(name="display_name", number=3, type=9, label=1)
+    item.field.add(name="keypoints", number=5, type=11, label=3, type_name=".test.KeypointMap")
+    keypoint = file.message_type.add(name="KeypointMap")
+    keypoint.field.add(name="id", number=1, type=5, label=1)
+    keypoint.field.add(name="label", number=2, type=9, label=1)
     label_map = file.message_type.add(name="StringIntLabelMap")
     label_map.field.add(name="item", number=1, type=11, label=3, type_name=".test.StringIntLabelMapItem")
     pool = descriptor_pool.DescriptorPool()
@@ -335,3 +339,103 @@ def test_tf_dataset_decodes_images_boxes_labels_and_masks(tmp_path: Path) -> Non
     assert seen == 4
     with pytest.raises(ValueError, match="no split 'test'"):
         tf_dataset(output, "test")
+
+
+# ---------------------------------------------------------------------------
+# Keypoints of objects (COCO's person keypoints)
+
+PERSON_KEYPOINTS = [f"point_{index}" for index in range(17)]  # COCO's keypoint evaluation has 17 sigmas
+
+
+def _person_export(root: Path) -> tuple[CocoExport, dict[int, list[float]]]:
+    export = CocoExport(
+        root,
+        categories=[
+            {"id": 1, "name": "person", "keypoints": PERSON_KEYPOINTS, "skeleton": []},
+            {"id": 2, "name": "ball"},
+        ],
+    )
+    keypoints_by_annotation: dict[int, list[float]] = {}
+    for index in range(6):
+        image_id = export.add_image(f"img{index}.jpg", size=(64, 48))
+        points: list[float] = []
+        for number in range(17):
+            visibility = (number + index) % 3
+            points += [3.0 + 3 * number, 2.0 + 2 * number, visibility] if visibility else [0, 0, 0]
+        person = export.add_annotation(
+            image_id, 1, bbox=[1, 1, 60, 45], area=2000.0, keypoints=points, num_keypoints=12
+        )
+        keypoints_by_annotation[person["id"]] = points
+        export.add_annotation(image_id, 2, bbox=[40, 30, 10, 10])
+    export.write()
+    return export, keypoints_by_annotation
+
+
+def test_object_keypoints_are_written_per_object_as_the_object_detection_api_reads_them(tmp_path: Path) -> None:
+    export, keypoints_by_annotation = _person_export(tmp_path / "coco")
+    output = tmp_path / "out"
+    result = convert("-a", export.path, "-i", export.image_folder, "-o", output, "-s", "0")
+    assert result.exit_code == 0, result.stderr
+    info = load_info(output)
+    assert info["record_layout"]["keypoints_per_object"] == 17
+    by_image = {image["id"]: image for image in export.images}
+    for record in _records(output)["train"]:
+        image_id = int(record["image/source_id"][0])
+        (person,) = [a for a in export.annotations if a["image_id"] == image_id and a["category_id"] == 1]
+        points = np.array(keypoints_by_annotation[person["id"]]).reshape(17, 3)
+        boxes = len(record["image/object/class/label"])
+        # [num_boxes, num_keypoints], the layout of the Object Detection API's decoder
+        xs = np.array(record["image/object/keypoint/x"]).reshape(boxes, 17)
+        ys = np.array(record["image/object/keypoint/y"]).reshape(boxes, 17)
+        visibility = np.array(record["image/object/keypoint/visibility"]).reshape(boxes, 17)
+        width, height = by_image[image_id]["width"], by_image[image_id]["height"]
+        assert record["image/object/class/text"] == [b"person", b"ball"]
+        assert xs[0] == pytest.approx(points[:, 0] / width) and ys[0] == pytest.approx(points[:, 1] / height)
+        assert visibility[0].tolist() == points[:, 2].astype(int).tolist()
+        assert visibility[1].tolist() == [0] * 17  # the ball has no keypoints: padded, unlabelled
+        assert record["image/object/keypoint/num"] == [int((points[:, 2] > 0).sum()), 0]
+        assert record["image/object/keypoint/text"][:17] == [name.encode() for name in PERSON_KEYPOINTS]
+
+    parsed = text_format.Parse((output / "label_map.pbtxt").read_text(encoding="utf-8"), _label_map_message()())
+    assert [(k.id, k.label) for k in parsed.item[0].keypoints] == list(enumerate(PERSON_KEYPOINTS))
+    assert list(parsed.item[1].keypoints) == []
+    od_api = (output / "configs" / "object_detection_api.config").read_text()
+    assert od_api.count("num_keypoints: 17") == 2
+
+    from converter.read import tf_dataset
+
+    example = next(iter(tf_dataset(output, "train")))
+    assert example["objects"]["keypoints"].shape == (2, 17, 2)
+    assert example["objects"]["keypoint_visibility"].shape == (2, 17)
+
+
+def test_coco_ground_truth_keypoints_score_ap_1_against_themselves(tmp_path: Path) -> None:
+    export, _ = _person_export(tmp_path / "coco")
+    output = tmp_path / "out"
+    assert convert("-a", export.path, "-i", export.image_folder, "-o", output, "-s", "0").exit_code == 0
+    ground_truth = COCO(str(output / "coco" / "instances_train.json"))
+    assert ground_truth.loadCats(1)[0]["keypoints"] == PERSON_KEYPOINTS
+    people = ground_truth.loadAnns(ground_truth.getAnnIds(catIds=[1]))
+    source = {a["image_id"]: a["keypoints"] for a in export.annotations if a["category_id"] == 1}
+    assert {a["image_id"]: a["keypoints"] for a in people} == source
+    evaluation = COCOeval(ground_truth, ground_truth.loadRes([{**a, "score": 1.0} for a in people]), "keypoints")
+    evaluation.params.catIds = [1]  # as for COCO's own person keypoints: the categories that have keypoints
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    assert evaluation.stats[0] == pytest.approx(1.0)
+
+
+def test_a_labelled_keypoint_outside_the_image_is_written_unlabelled_and_reported(tmp_path: Path) -> None:
+    export = CocoExport(tmp_path / "coco", categories=[{"id": 1, "name": "person", "keypoints": ["a", "b"]}])
+    image_id = export.add_image("img.jpg", size=(64, 48))
+    export.add_annotation(image_id, 1, bbox=[1, 1, 30, 30], keypoints=[10, 10, 2, 80, 10, 2])
+    export.write()
+    output = tmp_path / "out"
+    assert convert("-a", export.path, "-i", export.image_folder, "-o", output, "-s", "0").exit_code == 0
+    (record,) = _records(output)["train"]
+    assert record["image/object/keypoint/visibility"] == [2, 0]
+    assert record["image/object/keypoint/x"] == pytest.approx([10 / 64, 0.0])
+    (note,) = load_report(output)["objects"]
+    assert note["code"] == "keypoint_outside" and "keypoint b at (80.0, 10.0)" in note["message"]

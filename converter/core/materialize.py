@@ -65,6 +65,19 @@ class RecordOptions:
     layout: str = "object-detection-api"  # a sink's choice of feature names (TFRecord: or "modelpack")
     objects: bool = False
     absolute_root: Path | None = None
+    keypoints_per_object: int = 0  # the most keypoints any object has: records pad every object to it
+
+
+@dataclass(frozen=True)
+class EncodedObjectKeypoint:
+    """One keypoint of an object, normalized to [0, 1]; COCO's visibility (0: not labelled, at 0, 0)."""
+
+    name: str
+    x_pixels: float
+    y_pixels: float
+    x_normalized: float
+    y_normalized: float
+    visibility: int
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,7 @@ class EncodedObject:
     is_crowd: bool
     mask_png: bytes | None = None
     rle_counts: str | None = None
+    keypoints: tuple[EncodedObjectKeypoint, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -259,6 +273,7 @@ def materialize(
                 if options.instance_masks and covered is not None
                 else None,
                 rle_counts=_rle_counts(covered) if obj.has_shape and covered is not None else None,
+                keypoints=_object_keypoints(obj, index, frame_width, frame_height, (scale_x, scale_y), notes),
             )
         )
 
@@ -309,6 +324,38 @@ def materialize(
         warnings=tuple(warnings),
         keypoints=tuple(keypoints) if keypoints is not None else None,
     )
+
+
+def _object_keypoints(
+    obj: ObjectAnnotation,
+    index: int,
+    frame_width: float,
+    frame_height: float,
+    scale: tuple[float, float],
+    notes: list[ObjectNote],
+) -> tuple[EncodedObjectKeypoint, ...]:
+    """The object's keypoints normalized; a labelled one outside the image becomes unlabelled (and is noted)."""
+    points = []
+    for point in obj.keypoints:
+        visibility, x, y = point.visibility, point.x, point.y
+        if visibility and not (0 <= x <= frame_width and 0 <= y <= frame_height):
+            notes.append(
+                ObjectNote(
+                    index,
+                    "keypoint_outside",
+                    f"object {index} ({named(obj.class_name)}) keypoint {named(point.name)} at ({x}, {y}) is "
+                    f"outside the {frame_width}x{frame_height} image; written as not labelled",
+                )
+            )
+            visibility = 0
+        if visibility == 0:
+            x = y = 0.0
+        points.append(
+            EncodedObjectKeypoint(
+                point.name, x * scale[0], y * scale[1], x / frame_width, y / frame_height, visibility
+            )
+        )
+    return tuple(points)
 
 
 def _area(obj: ObjectAnnotation, covered: Coverage | None, box_area: float) -> float:

@@ -435,6 +435,9 @@ def _convert_with_report(
         layout=config.layout,
         objects=any(sample.objects for sample in admitted),
         absolute_root=config.output_dir.absolute() if config.absolute_paths else None,
+        keypoints_per_object=max(
+            (len(obj.keypoints) for sample in admitted for obj in sample.objects), default=0
+        ),
     )
     combinations = CombinationClasses(classes.names) if config.overlap == "combine" else None
     input_samples = len(contents.samples) + read.skipped

@@ -115,6 +115,27 @@ class RleMask:
             raise InvalidValueError(f"RLE size must be positive, got {self.height}x{self.width}")
 
 
+KEYPOINT_VISIBILITIES = (0, 1, 2)
+"""COCO's: 0 not labelled (the position means nothing), 1 labelled but hidden, 2 labelled and visible."""
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectKeypoint:
+    """A named point of one object (COCO's person keypoints), in displayed pixels, with COCO's visibility."""
+
+    name: str
+    x: float
+    y: float
+    visibility: int
+
+    def __post_init__(self) -> None:
+        check_text("keypoint name", self.name)
+        _check_finite("keypoint", (self.x, self.y))
+        if self.visibility not in KEYPOINT_VISIBILITIES:
+            raise InvalidValueError(f"keypoint visibility must be 0, 1 or 2, got {self.visibility}")
+        object.__setattr__(self, "name", shared(self.name))
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectAnnotation:
     """One annotated object: a box, a shape, or both.
@@ -136,6 +157,7 @@ class ObjectAnnotation:
     is_crowd: bool = False
     attributes: tuple[tuple[str, str], ...] = ()
     area: float | None = None  # the export's own area (COCO's `area`), which COCO-style evaluation buckets by
+    keypoints: tuple[ObjectKeypoint, ...] = ()  # the object's own points, in its class's keypoint order
 
     def __post_init__(self) -> None:
         if self.area is not None and not (math.isfinite(self.area) and self.area >= 0):

@@ -19,7 +19,7 @@ final, so memory holds nothing per sample.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -33,10 +33,12 @@ COCO_FOLDER = "coco"
 
 @dataclass(frozen=True, slots=True)
 class GroundTruthFragment:
-    """One sample as COCO JSON: its `images` entry, and its annotations without their `id`."""
+    """One sample as COCO JSON: its `images` entry, its annotations without their `id`, and the
+    keypoint names of its objects' classes (`(class id, names)`) for the categories."""
 
     image: str
     annotations: tuple[str, ...]
+    keypoint_names: tuple[tuple[int, tuple[str, ...]], ...] = ()
 
 
 def _dumps(value: Any) -> str:
@@ -63,6 +65,7 @@ def sample_fragment(sample: EncodedSample) -> GroundTruthFragment:
         }
     )
     annotations = []
+    keypoint_names: dict[int, tuple[str, ...]] = {}
     for obj in sample.objects:
         x_min, y_min, x_max, y_max = obj.bbox_pixels
         annotation = {
@@ -73,8 +76,14 @@ def sample_fragment(sample: EncodedSample) -> GroundTruthFragment:
             "iscrowd": int(obj.is_crowd),
             "segmentation": _segmentation(obj, height, width),
         }
+        if obj.keypoints:
+            annotation["keypoints"] = [
+                value for point in obj.keypoints for value in (point.x_pixels, point.y_pixels, point.visibility)
+            ]
+            annotation["num_keypoints"] = sum(1 for point in obj.keypoints if point.visibility)
+            keypoint_names.setdefault(obj.class_id, tuple(point.name for point in obj.keypoints))
         annotations.append(_dumps(annotation))
-    return GroundTruthFragment(image, tuple(annotations))
+    return GroundTruthFragment(image, tuple(annotations), tuple(keypoint_names.items()))
 
 
 class GroundTruthWriter:
@@ -90,8 +99,11 @@ class GroundTruthWriter:
         self._images: TextIO = self._images_path.open("w", encoding="utf-8")
         self._annotations: TextIO = self._annotations_path.open("w", encoding="utf-8")
         self._next_annotation_id = 1
+        self.keypoint_names: dict[int, tuple[str, ...]] = {}  # class id -> its keypoints' names, as first met
 
     def write(self, fragment: GroundTruthFragment) -> None:
+        for class_id, names in fragment.keypoint_names:
+            self.keypoint_names.setdefault(class_id, names)
         self._images.write(fragment.image + "\n")
         for annotation in fragment.annotations:
             self._annotations.write(f'{{"id":{self._next_annotation_id},{annotation[1:]}\n')
@@ -101,12 +113,19 @@ class GroundTruthWriter:
         self._images.close()
         self._annotations.close()
 
-    def assemble(self, class_names: Sequence[str]) -> None:
-        """Write `coco/<file_name>` from the spool files (then removed), with the final categories."""
-        categories = [
+    def assemble(self, class_names: Sequence[str], keypoint_names: Mapping[int, Sequence[str]]) -> None:
+        """Write `coco/<file_name>` from the spool files (then removed), with the final categories.
+
+        `keypoint_names` are the whole dataset's (class id -> names), so every split lists the same categories.
+        """
+        categories: list[dict[str, Any]] = [
             {"id": index, "name": name, "supercategory": ""}
             for index, name in enumerate(class_names, start=FIRST_CLASS_ID)
         ]
+        for category in categories:
+            if category["id"] in keypoint_names:
+                category["keypoints"] = list(keypoint_names[category["id"]])
+                category["skeleton"] = []
         head = {
             "info": {"description": "ground truth of the records", "version": __version__},
             "licenses": [],

@@ -93,6 +93,17 @@ class _JsonSplitWriter:
             "polygons_pixels": [_polygon(polygon) for polygon in source.polygons],
             "rle": _rle(source),
             "mask": self._reference(mask) if mask is not None else None,
+            "keypoints": [
+                {
+                    "name": point.name,
+                    "x_pixels": point.x_pixels,
+                    "y_pixels": point.y_pixels,
+                    "x_normalized": point.x_normalized,
+                    "y_normalized": point.y_normalized,
+                    "visibility": point.visibility,
+                }
+                for point in obj.keypoints
+            ],
         }
 
     def write(self, sample: EncodedSample) -> None:

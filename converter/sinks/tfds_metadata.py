@@ -159,6 +159,12 @@ def features_json(class_names: Sequence[str], options: RecordOptions) -> Json:
         flat["image/keypoint/x"] = _tensor("float32", rank=1)
         flat["image/keypoint/y"] = _tensor("float32", rank=1)
         flat["image/keypoint/text"] = _sequence(_text())
+    if options.keypoints_per_object:  # per object, `keypoints_per_object` entries each, in object order
+        flat["image/object/keypoint/x"] = _tensor("float32", rank=1)
+        flat["image/object/keypoint/y"] = _tensor("float32", rank=1)
+        flat["image/object/keypoint/visibility"] = _tensor("int64", rank=1)
+        flat["image/object/keypoint/num"] = _tensor("int64", rank=1)
+        flat["image/object/keypoint/text"] = _sequence(_text())
     return _nest(flat)
 
 

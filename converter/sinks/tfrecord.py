@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from converter.core.classes import FIRST_CLASS_ID
-from converter.core.materialize import EncodedSample, RecordOptions
+from converter.core.materialize import EncodedObject, EncodedSample, RecordOptions
 from converter.core.protocols import SplitOutput
 from converter.core.shard import ShardInfo
 from converter.core.split import SplitName
@@ -80,6 +80,20 @@ OBJECT_MASK = "image/object/mask"
 KEYPOINT_X = "image/keypoint/x"
 KEYPOINT_Y = "image/keypoint/y"
 KEYPOINT_TEXT = "image/keypoint/text"
+# Keypoints of objects (COCO's), as the Object Detection API's COCO converter writes them: every
+# object has `keypoints_per_object` entries (padded with unlabelled points at 0, 0), in object order.
+OBJECT_KEYPOINT_X = "image/object/keypoint/x"
+OBJECT_KEYPOINT_Y = "image/object/keypoint/y"
+OBJECT_KEYPOINT_VISIBILITY = "image/object/keypoint/visibility"
+OBJECT_KEYPOINT_NUM = "image/object/keypoint/num"
+OBJECT_KEYPOINT_TEXT = "image/object/keypoint/text"
+OBJECT_KEYPOINT_KEYS = (
+    OBJECT_KEYPOINT_X,
+    OBJECT_KEYPOINT_Y,
+    OBJECT_KEYPOINT_VISIBILITY,
+    OBJECT_KEYPOINT_NUM,
+    OBJECT_KEYPOINT_TEXT,
+)
 _OD_API_KEYS = (
     IMAGE_ENCODED,
     IMAGE_FORMAT,
@@ -161,7 +175,29 @@ def object_detection_features(sample: EncodedSample, options: RecordOptions) -> 
         features[KEYPOINT_X] = FloatFeature([point.x_normalized for point in sample.keypoints])
         features[KEYPOINT_Y] = FloatFeature([point.y_normalized for point in sample.keypoints])
         features[KEYPOINT_TEXT] = BytesFeature([point.class_name.encode() for point in sample.keypoints])
+    if options.keypoints_per_object:
+        features.update(_object_keypoint_features(objects, options.keypoints_per_object))
     return features
+
+
+def _object_keypoint_features(objects: Sequence[EncodedObject], per_object: int) -> dict[str, Feature]:
+    xs: list[float] = []
+    ys: list[float] = []
+    visibilities: list[int] = []
+    names: list[bytes] = []
+    for obj in objects:
+        padding = per_object - len(obj.keypoints)
+        xs += [point.x_normalized for point in obj.keypoints] + [0.0] * padding
+        ys += [point.y_normalized for point in obj.keypoints] + [0.0] * padding
+        visibilities += [point.visibility for point in obj.keypoints] + [0] * padding
+        names += [point.name.encode() for point in obj.keypoints] + [b""] * padding
+    return {
+        OBJECT_KEYPOINT_X: FloatFeature(xs),
+        OBJECT_KEYPOINT_Y: FloatFeature(ys),
+        OBJECT_KEYPOINT_VISIBILITY: Int64Feature(visibilities),
+        OBJECT_KEYPOINT_NUM: Int64Feature([sum(1 for p in obj.keypoints if p.visibility) for obj in objects]),
+        OBJECT_KEYPOINT_TEXT: BytesFeature(names),
+    }
 
 
 def modelpack_features(sample: EncodedSample, options: RecordOptions) -> dict[str, Feature]:
@@ -292,15 +328,20 @@ class TFRecordSink:
         """The Object Detection API layout's files for the training stacks (see the class); ModelPack has none."""
         if self._options.layout != OBJECT_DETECTION_API:
             return ()
+        keypoint_names: dict[int, tuple[str, ...]] = {}
+        for writer in self._writers.values():
+            for class_id, names in (writer.ground_truth.keypoint_names if writer.ground_truth else {}).items():
+                keypoint_names.setdefault(class_id, names)
         for writer in self._writers.values():
             if writer.ground_truth is not None:
-                writer.ground_truth.assemble(class_names)
+                writer.ground_truth.assemble(class_names, keypoint_names)
         absolute_root = self._options.absolute_root
         facts = DatasetFacts(
             class_names,
-            {split: writer.facts for split, writer in self._writers.items()},
+            {split: writer.facts for split, writer in self._writers.items() if writer.facts.samples},
             self._options,
             f"{absolute_root}/" if absolute_root is not None else "",
+            keypoint_names,
         )
         names = write_training_files(output_dir, facts, [writer.folder_name for writer in self._writers.values()])
         names += write_tfds_metadata(
@@ -327,7 +368,9 @@ class TFRecordSink:
                 + ([SEGMENTATION_ENCODED, SEGMENTATION_FORMAT] if options.class_masks else [])
                 + ([OBJECT_MASK] if options.instance_masks else [])
                 + ([KEYPOINT_X, KEYPOINT_Y, KEYPOINT_TEXT] if options.keypoints else [])
+                + (list(OBJECT_KEYPOINT_KEYS) if options.keypoints_per_object else [])
             ),
+            **({"keypoints_per_object": options.keypoints_per_object} if options.keypoints_per_object else {}),
         }
 
 

@@ -19,7 +19,7 @@ import csv
 import io
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -89,12 +89,16 @@ def _pbtxt_string(text: str) -> str:
     return quote + "".join(escaped) + quote
 
 
-def label_map_pbtxt(class_names: Sequence[str]) -> str:
-    """The Object Detection API's label map: one `item` per class, ids from 1."""
-    items = [
-        f"item {{\n  id: {index}\n  name: {_pbtxt_string(name)}\n}}\n"
-        for index, name in enumerate(class_names, start=FIRST_CLASS_ID)
-    ]
+def label_map_pbtxt(class_names: Sequence[str], keypoint_names: Mapping[int, Sequence[str]] | None = None) -> str:
+    """The Object Detection API's label map: one `item` per class, ids from 1, with the class's
+    `keypoints { id label }` where `keypoint_names` gives them (ids from 0, the records' order)."""
+    items = []
+    for index, name in enumerate(class_names, start=FIRST_CLASS_ID):
+        keypoints = "".join(
+            f"  keypoints {{\n    id: {number}\n    label: {_pbtxt_string(label)}\n  }}\n"
+            for number, label in enumerate((keypoint_names or {}).get(index, ()))
+        )
+        items.append(f"item {{\n  id: {index}\n  name: {_pbtxt_string(name)}\n{keypoints}}}\n")
     return "".join(items)
 
 
@@ -113,12 +117,13 @@ def _padded(size: int) -> int:
 
 @dataclass(frozen=True)
 class DatasetFacts:
-    """Everything the configs depend on."""
+    """Everything the configs depend on; `splits` are those that hold records (an empty one has no shard to glob)."""
 
     class_names: Sequence[str]
     splits: Mapping[SplitName, SplitFacts]
     options: RecordOptions
     root: str  # prefix of every path inside the configs: "" (relative) or the final folder with "/"
+    keypoint_names: Mapping[int, Sequence[str]] = field(default_factory=dict)  # class id -> its keypoints
 
     @property
     def training_split(self) -> SplitName:
@@ -203,6 +208,11 @@ def _header(file_name: str, facts: DatasetFacts) -> str:
         f"#   python -m official.vision.train --experiment={EXPERIMENTS[file_name]} "
         f"--config_file={facts.path(CONFIGS_FOLDER + '/' + file_name)} --mode=train_and_eval --model_dir=MODEL_DIR\n"
         "# num_classes counts the background (id 0): the dataset's classes + 1.\n"
+        + (
+            f"# The dataset has no validation records: evaluation reads the {facts.evaluation_split} split.\n"
+            if facts.evaluation_split != "validation"
+            else ""
+        )
     )
 
 
@@ -233,14 +243,16 @@ class _PlainDumper(yaml.SafeDumper):
 
 def object_detection_api_config(facts: DatasetFacts) -> str:
     """The input part of an Object Detection API `pipeline.config`, to merge into a model's config."""
-    masks = "  load_instance_masks: true\n  mask_type: PNG_MASKS\n" if facts.options.instance_masks else ""
+    reader_options = "  load_instance_masks: true\n  mask_type: PNG_MASKS\n" if facts.options.instance_masks else ""
+    if facts.options.keypoints_per_object:
+        reader_options += f"  num_keypoints: {facts.options.keypoints_per_object}\n"
 
     def reader(name: str, split: SplitName, training: bool) -> str:
         extra = "" if training else "  shuffle: false\n  num_epochs: 1\n"
         return (
             f"{name} {{\n"
             f'  label_map_path: "{facts.path(LABEL_MAP_PBTXT)}"\n'
-            f"{masks}{extra}"
+            f"{reader_options}{extra}"
             f"  tf_record_input_reader {{\n"
             f'    input_path: "{facts.path(facts.splits[split].shard_glob)}"\n'
             "  }\n}\n"
@@ -261,12 +273,16 @@ def object_detection_api_config(facts: DatasetFacts) -> str:
 
 def write_training_files(output_dir: Path, facts: DatasetFacts, split_folders: Sequence[str]) -> tuple[str, ...]:
     """Write the label maps (root and `split_folders`) and the configs; returns the top-level names."""
-    pbtxt = label_map_pbtxt(facts.class_names)
-    for folder in ("", *split_folders):
-        (output_dir / folder / LABEL_MAP_PBTXT).write_text(pbtxt, encoding="utf-8")
+    # The split folders' copies list no keypoints: Datumaro reads them with a pattern that
+    # expects an item to hold only `id` and `name`.
+    (output_dir / LABEL_MAP_PBTXT).write_text(label_map_pbtxt(facts.class_names, facts.keypoint_names), "utf-8")
+    for folder in split_folders:
+        (output_dir / folder / LABEL_MAP_PBTXT).write_text(label_map_pbtxt(facts.class_names), encoding="utf-8")
     (output_dir / LABEL_MAP_CSV).write_text(label_map_csv(facts.class_names), encoding="utf-8")
     configs = output_dir / CONFIGS_FOLDER
     configs.mkdir(exist_ok=True)
+    if not facts.splits:  # no split has a record (a scaled-out worker's empty slice): nothing to train on
+        return (LABEL_MAP_PBTXT, LABEL_MAP_CSV, CONFIGS_FOLDER)
     for name, text in model_garden_overrides(facts).items():
         (configs / name).write_text(text, encoding="utf-8")
     if facts.options.objects:

@@ -17,6 +17,11 @@ Conventions are COCO's own, the ones pycocotools reads:
   under several ids takes the place of its smallest.
 - One sample per `images` entry, keyed by its `file_name`, which resolves under the
   images folder (`converter.core.images`); an image with no annotation is a negative.
+  Its integer `id` is kept as the record's `image/source_id`.
+- `area` and `iscrowd` are kept as given (COCO-style evaluation buckets objects by area).
+- `keypoints` (`[x1, y1, v1, ...]`, COCO's person keypoints) belong to their object, named
+  by the category's `keypoints` list (by position where it lists none); `v` is COCO's
+  visibility: 0 not labelled, 1 hidden, 2 visible.
 
 What cannot be used is reported, never dropped silently. A malformed, repeated or
 unresolvable image entry is a skipped sample. An annotation whose `image_id` names no
@@ -44,9 +49,11 @@ from typing import Any
 from converter.core.images import declared_size, image_resolver
 from converter.core.input_files import load_json, shown, utf8_peek
 from converter.core.sample import (
+    KEYPOINT_VISIBILITIES,
     AnnotationNote,
     InvalidValueError,
     ObjectAnnotation,
+    ObjectKeypoint,
     Polygon,
     RleMask,
     Sample,
@@ -148,10 +155,12 @@ class CocoSource:
         self.annotations = annotations
         self.images_root = images_root
         self._resolver = image_resolver(images_root)
+        self._keypoints: dict[EntryId, tuple[str, ...]] = {}  # category id -> keypoint names, set by `read`
 
     def read(self, on_skip: SkipHandler | None = None) -> SourceContents:
         document = self._load()
         categories = self._categories(self._section(document, "categories"))
+        self._keypoints = self._keypoint_names(self._section(document, "categories"))
         images = self._section(document, "images")
         annotations = self._section(document, "annotations")
         del document  # the three lists are all that is needed; they go when this method returns
@@ -194,6 +203,16 @@ class CocoSource:
                 f"has `images`, `annotations` and `categories`" + (hint if name == "annotations" else "")
             )
         return value
+
+    def _keypoint_names(self, raw: list[Any]) -> dict[EntryId, tuple[str, ...]]:
+        """Category id -> the names of its keypoints (COCO's `keypoints` list), where the category has them."""
+        names: dict[EntryId, tuple[str, ...]] = {}
+        for entry in raw:
+            category_id = _entry_id(entry.get("id")) if isinstance(entry, dict) else None
+            listed = entry.get("keypoints") if isinstance(entry, dict) else None
+            if category_id is not None and isinstance(listed, list) and all(isinstance(n, str) for n in listed):
+                names[category_id] = tuple(listed)
+        return names
 
     def _categories(self, raw: list[Any]) -> dict[EntryId, str]:
         """Category id -> class name. A bad entry stops the run: without it no class list is right."""
@@ -308,7 +327,7 @@ class CocoSource:
         objects = []
         for name, annotation in entry.annotations:
             try:
-                obj, note = _object(name, annotation, categories)
+                obj, note = _object(name, annotation, categories, self._keypoints)
             except SampleError as error:
                 notes.append(AnnotationNote(location, error.code, f"{name} dropped: {error.message}"))
                 continue
@@ -333,7 +352,10 @@ class CocoSource:
 
 
 def _object(
-    name: str, annotation: dict[str, Any], categories: dict[EntryId, str]
+    name: str,
+    annotation: dict[str, Any],
+    categories: dict[EntryId, str],
+    keypoint_names: dict[EntryId, tuple[str, ...]] | None = None,
 ) -> tuple[ObjectAnnotation, str | None]:
     """One annotation as an object, and a note if polygon parts were dropped; raises `SampleError` if unusable."""
     category_id = _entry_id(annotation.get("category_id"))
@@ -367,6 +389,7 @@ def _object(
             raise SampleError("degenerate_polygon", "no polygon part has 3 points or more, and there is no `bbox`")
     if box is None and not polygons and rle is None:
         raise _malformed("it has neither a `bbox` nor a `segmentation`")
+    keypoints = _keypoints(annotation.get("keypoints"), (keypoint_names or {}).get(category_id, ()))
     area = annotation.get("area")
     if area is not None:
         area = _number(area, "`area`")
@@ -381,6 +404,7 @@ def _object(
             rle=rle,
             is_crowd=bool(crowd),
             area=area,
+            keypoints=keypoints,
             attributes=tuple(
                 (key, value if isinstance(value, str) else str(value))
                 for key, value in attributes.items()
@@ -391,6 +415,23 @@ def _object(
         ),
         note,
     )
+
+
+def _keypoints(value: Any, names: tuple[str, ...]) -> tuple[ObjectKeypoint, ...]:
+    """COCO's `[x1, y1, v1, x2, ...]`, named by the category's `keypoints` list (else by position)."""
+    if value is None or value == []:
+        return ()
+    if not isinstance(value, list) or len(value) % 3:
+        raise _malformed(f"`keypoints` must be a flat list of x, y, visibility triples, got {shown(value)}")
+    points = []
+    for index in range(len(value) // 3):
+        x, y = (_number(number, "`keypoints`") for number in value[3 * index : 3 * index + 2])
+        visibility = value[3 * index + 2]
+        if visibility not in KEYPOINT_VISIBILITIES or isinstance(visibility, bool):
+            raise _malformed(f"keypoint visibility must be 0, 1 or 2, got {shown(visibility)}")
+        name = names[index] if index < len(names) else str(index + 1)
+        points.append(ObjectKeypoint(name, x, y, int(visibility)))
+    return tuple(points)
 
 
 def _bbox(value: Any) -> tuple[float, float, float, float] | None:

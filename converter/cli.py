@@ -36,7 +36,7 @@ from converter.core.verify import verify_dataset
 from converter.errors import ConverterError, SampleLocation, UsageError, quoted
 from converter.remote_run import RemoteRun
 from converter.sinks import SINKS
-from converter.sinks.tfrecord import OBJECT_DETECTION_API, check_record_contents
+from converter.sinks.tfrecord import OBJECT_DETECTION_API, check_record_contents, merge_training_stack
 from converter.sources import SOURCES, LocatedExport, SourceOptions
 
 app = typer.Typer(
@@ -685,7 +685,7 @@ def finalize(
 ) -> None:
     """Merge the parts of a run spread over machines (--num-workers) into one dataset."""
     try:
-        result = finalize_parts(output)
+        result = finalize_parts(output, merge_training_stack)
     except UsageError as error:
         _fail(str(error), code=2)
     except ConverterError as error:

@@ -153,6 +153,20 @@ def test_workers_plus_finalize_equal_one_machine(single: tuple[CocoExport, Path]
         ]
     assert info["input"]["workers"] == 3
     assert load_report(output) == load_report(reference)  # every skip and note once, as one machine reports
+    # The training stacks' files are those of one machine: label maps, COCO ground truth, configs, TFDS features
+    merged_files, single_files = dataset_files(output), dataset_files(reference)
+    stack_files = [
+        path for path in single_files if path.split("/")[0] in ("coco", "configs") or path.endswith("label_map.pbtxt")
+    ]
+    assert len(stack_files) > 8
+    for path in [*stack_files, "label_map.csv", "features.json"]:
+        assert merged_files[path] == single_files[path], path
+    assert info["entries"] == single_info["entries"]
+    tfds_splits = {split["name"]: split for split in json.loads(merged_files["dataset_info.json"])["splits"]}
+    for split in ("train", "validation", "test"):
+        assert info[split]["statistics"] == single_info[split]["statistics"]
+        assert info[split]["label_map"] == single_info[split]["label_map"]
+        assert tfds_splits[split]["shardLengths"] == [str(shard["records"]) for shard in info[split]["shards"]]
     verified = CliRunner().invoke(app, ["verify", str(output)])
     assert verified.exit_code == 0, verified.stderr
 

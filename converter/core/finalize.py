@@ -27,7 +27,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, cast
@@ -51,6 +51,14 @@ from converter.errors import ConverterError, UsageError, quoted
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
+
+PartReader = Callable[[str], bytes | None]
+"""Reads one file of a part by its path inside the part's folder; None when the part has none."""
+
+MergeExtras = Callable[[Path, dict[str, Any], Sequence[PartReader]], tuple[str, ...]]
+"""A format's dataset-level files for the merged dataset (label maps, ground truth...), given
+by the CLI so that core knows no format: writes them into a local folder, may add per-split
+keys to the merged info, and returns the top-level names it wrote."""
 
 _PART_FOLDER = re.compile(r"^worker-(\d{5})-of-(\d{5})$")
 _SHARD_NAME = re.compile(r"^(?P<prefix>.+)-\d{5}-of-\d{5}(?P<suffix>\.[^.]+)$")
@@ -97,6 +105,9 @@ class _Output:
     def path(self, relative: str) -> str:
         return f"{self.root}/{relative}" if relative else self.root
 
+    def read_bytes(self, relative: str) -> bytes | None:
+        return cast(bytes, self.fs.cat_file(self.path(relative))) if self.exists(relative) else None
+
     def read_text(self, relative: str) -> str:
         return cast(bytes, self.fs.cat_file(self.path(relative))).decode("utf-8")
 
@@ -125,15 +136,16 @@ class _Output:
         return digest.hexdigest(), size
 
 
-def finalize(location: str) -> FinalizeResult:
+def finalize(location: str, extras: MergeExtras | None = None) -> FinalizeResult:
     """Merge every part under `<location>/parts` into one dataset at `location`.
 
-    Raises `ConverterError` naming the missing, inconsistent or damaged parts; nothing in
-    the output changes then.
+    `extras` writes the format's dataset-level files beside the merged records. Raises
+    `ConverterError` naming the missing, inconsistent or damaged parts; nothing in the
+    output changes then.
     """
     output = _Output(location)
     if not output.local:
-        return _merge(output, None)
+        return _merge(output, None, extras)
     folder = OutputFolder(Path(output.root))
     with folder.locked():
         folder.check_writable()
@@ -142,7 +154,7 @@ def finalize(location: str) -> FinalizeResult:
             merged = _already_merged(folder)
             if merged is not None:
                 return merged
-        return _merge(output, folder)
+        return _merge(output, folder, extras)
 
 
 def _already_merged(folder: OutputFolder) -> FinalizeResult | None:
@@ -158,7 +170,7 @@ def _already_merged(folder: OutputFolder) -> FinalizeResult | None:
     return FinalizeResult(summary, succeeded=True, parts=workers, already_merged=True)
 
 
-def _merge(output: _Output, folder: OutputFolder | None) -> FinalizeResult:
+def _merge(output: _Output, folder: OutputFolder | None, extras: MergeExtras | None) -> FinalizeResult:
     """Check the parts, merge them, and commit the dataset (locally through `folder`)."""
     parts = _load_parts(output)
     _check_consistent(parts)
@@ -182,35 +194,56 @@ def _merge(output: _Output, folder: OutputFolder | None) -> FinalizeResult:
             failure = f"none of the {input_samples} input samples could be converted"
         summary = report.summary(input_samples=input_samples, converted_by_split=converted, failure=failure)
         info, placements = _merged_info(parts, splits, summary)
+        readers = [_part_reader(output, part.folder) for part in parts]
+        merged = _Merged(None if failure else info, placements, extras, readers)
         if folder is None:
-            _publish_remote(output, report, summary, None if failure else info, placements)
+            _publish_remote(output, report, summary, merged)
         else:
-            _commit_local(output, folder, report, summary, None if failure else info, placements)
+            _commit_local(output, folder, report, summary, merged)
     finally:
         report.close()
     return FinalizeResult(summary, succeeded=failure is None, parts=len(parts))
 
 
+def _part_reader(output: _Output, part_folder: str) -> PartReader:
+    return lambda relative: output.read_bytes(f"{part_folder}/{relative}")
+
+
+@dataclass(frozen=True)
+class _Merged:
+    """The merged dataset to commit: its info (None when the merge failed), where each part file
+    goes, and the format's extra files with the readers of the parts they come from."""
+
+    info: dict[str, Any] | None
+    placements: Sequence[tuple[str, str]]
+    extras: MergeExtras | None
+    readers: Sequence[PartReader]
+
+    def write_extras(self, folder: Path) -> None:
+        """Write the format's files into `folder` and list them in the info's entries."""
+        if self.info is not None and self.extras is not None:
+            names = self.extras(folder, self.info, self.readers)
+            self.info["entries"] = sorted({*self.info["entries"], *names})
+
+
 def _commit_local(
-    output: _Output,
-    folder: OutputFolder,
-    report: Report,
-    summary: ReportSummary,
-    info: dict[str, Any] | None,
-    placements: Sequence[tuple[str, str]],
+    output: _Output, folder: OutputFolder, report: Report, summary: ReportSummary, merged: _Merged
 ) -> None:
     """Link the parts' shards into a new generation and commit it; then remove `parts/`."""
-    names = [*(info["entries"] if info else []), REPORT, DATASET_INFO]
+    info = merged.info
     if info is not None:
-        folder.check_ownership(names, overwrite=False)
+        folder.check_ownership([*info["entries"], REPORT, DATASET_INFO], overwrite=False)
     generation = folder.new_generation()
     try:
         report.write(generation / REPORT, summary)
         if info is None:
             folder.commit_report_only(generation)
             return
-        for source, destination in placements:
+        for source, destination in merged.placements:
             _link_or_copy(Path(output.path(source)), generation / destination)
+        merged.write_extras(generation)
+        names = [*info["entries"], REPORT, DATASET_INFO]
+        folder.check_ownership(names, overwrite=False)  # again: the format's files are named only now
         write_durably(generation / DATASET_INFO, yaml_text(info))
         folder.commit(generation, names, overwrite=False)
     except BaseException:
@@ -235,26 +268,26 @@ def _link_or_copy(source: Path, target: Path) -> None:
     shutil.copyfile(source, target)
 
 
-def _publish_remote(
-    output: _Output,
-    report: Report,
-    summary: ReportSummary,
-    info: dict[str, Any] | None,
-    placements: Sequence[tuple[str, str]],
-) -> None:
+def _publish_remote(output: _Output, report: Report, summary: ReportSummary, merged: _Merged) -> None:
     """An object store has no rename: copy server-side, `dataset_info.yaml` last, then remove `parts/`."""
-    local_report = Path(tempfile.mkdtemp(prefix="dataset-converter-finalize-")) / REPORT
+    staging = Path(tempfile.mkdtemp(prefix="dataset-converter-finalize-"))
     try:
-        report.write(local_report, summary)
-        report_text = local_report.read_text(encoding="utf-8")
+        report.write(staging / REPORT, summary)
+        report_text = (staging / REPORT).read_text(encoding="utf-8")
+        (staging / REPORT).unlink()
+        info = merged.info
+        if info is None:
+            output.write_text(REPORT, report_text)
+            return
+        merged.write_extras(staging)
+        _remove_previous_dataset(output)
+        for source, destination in merged.placements:
+            output.fs.copy(output.path(source), output.path(destination))
+        for path in sorted(staging.rglob("*")):
+            if path.is_file():
+                output.fs.put_file(str(path), output.path(path.relative_to(staging).as_posix()))
     finally:
-        shutil.rmtree(local_report.parent, ignore_errors=True)
-    if info is None:
-        output.write_text(REPORT, report_text)
-        return
-    _remove_previous_dataset(output)
-    for source, destination in placements:
-        output.fs.copy(output.path(source), output.path(destination))
+        shutil.rmtree(staging, ignore_errors=True)
     output.write_text(REPORT, report_text)
     output.write_text(DATASET_INFO, yaml_text(info))
     output.remove(PARTS_FOLDER)
@@ -372,6 +405,12 @@ def _merged_info(
             "shards": merged_shards,
             "class_counts": _summed_class_counts([part.info[split]["class_counts"] for part in parts]),
         }
+        statistics = [part.info[split].get("statistics") for part in parts]
+        if all(isinstance(part_statistics, dict) for part_statistics in statistics):
+            info[split]["statistics"] = {  # every statistic is a maximum over the split's records
+                key: max(int(cast(dict[str, int], part_statistics)[key]) for part_statistics in statistics)
+                for key in cast(dict[str, int], statistics[0])
+            }
     for key in ("record_layout", "masks", "seed", "split", "converter"):
         if key in first:
             info[key] = first[key]

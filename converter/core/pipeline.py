@@ -209,6 +209,8 @@ def _dataset_info(
             ]
         if output.label_map is not None:
             info[split]["label_map"] = path_of(output.label_map)
+        if output.statistics is not None:
+            info[split]["statistics"] = dict(output.statistics)
         if output.checksums is not None:
             manifest = output.checksums
             info[split]["checksums"] = {

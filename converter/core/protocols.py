@@ -71,6 +71,7 @@ class SplitOutput:
     shards: tuple[ShardInfo, ...] | None = None
     checksums: ChecksumManifest | None = None
     label_map: str | None = None  # a label map inside the split's folder, beside its records (Datumaro reads it there)
+    statistics: dict[str, int] | None = None  # maxima over the split's records that configs depend on (image size...)
 
 
 class SplitWriter(Protocol[Payload_contra]):

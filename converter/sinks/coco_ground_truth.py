@@ -109,6 +109,18 @@ class GroundTruthWriter:
             self._annotations.write(f'{{"id":{self._next_annotation_id},{annotation[1:]}\n')
             self._next_annotation_id += 1
 
+    def write_document(self, document: Mapping[str, Any]) -> None:
+        """Append a COCO file this module wrote (a scaled-out worker's), renumbering its annotations."""
+        for category in document.get("categories", []):
+            if "keypoints" in category:
+                self.keypoint_names.setdefault(int(category["id"]), tuple(category["keypoints"]))
+        for image in document["images"]:
+            self._images.write(_dumps(image) + "\n")
+        for annotation in document["annotations"]:
+            without_id = {key: value for key, value in annotation.items() if key != "id"}
+            self._annotations.write(f'{{"id":{self._next_annotation_id},{_dumps(without_id)[1:]}\n')
+            self._next_annotation_id += 1
+
     def close(self) -> None:
         self._images.close()
         self._annotations.close()

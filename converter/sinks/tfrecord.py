@@ -24,7 +24,8 @@ Both tables of feature names live in this module, beside the checks `verify` run
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from converter.core.classes import FIRST_CLASS_ID
 from converter.core.materialize import EncodedObject, EncodedSample, RecordOptions
 from converter.core.protocols import SplitOutput
 from converter.core.shard import ShardInfo
-from converter.core.split import SplitName
+from converter.core.split import SPLIT_NAMES, SplitName
 from converter.errors import UsageError
 from converter.formats.tfrecord import BytesFeature, Feature, FloatFeature, Int64Feature, encode_record
 from converter.sinks._files import check_unicode_names
@@ -253,18 +254,98 @@ class TFRecordEncoder:
         )
 
 
+def _write_training_stack(
+    output_dir: Path,
+    class_names: Sequence[str],
+    splits: Mapping[SplitName, tuple[SplitFacts, Sequence[ShardInfo], GroundTruthWriter]],
+    options: RecordOptions,
+) -> tuple[str, ...]:
+    """Label maps, COCO ground truth, configs and TFDS metadata; returns the top-level names written."""
+    keypoint_names: dict[int, tuple[str, ...]] = {}
+    for _, _, ground_truth in splits.values():
+        for class_id, names in ground_truth.keypoint_names.items():
+            keypoint_names.setdefault(class_id, names)
+    for _, _, ground_truth in splits.values():
+        ground_truth.assemble(class_names, keypoint_names)
+    facts = DatasetFacts(
+        class_names,
+        {split: facts for split, (facts, _, _) in splits.items() if facts.samples},
+        options,
+        f"{options.absolute_root}/" if options.absolute_root is not None else "",
+        keypoint_names,
+    )
+    names = write_training_files(output_dir, facts, [SPLIT_FOLDERS[split] for split in splits])
+    names += write_tfds_metadata(
+        output_dir, TFDS_DATASET_NAME, class_names, {split: shards for split, (_, shards, _) in splits.items()}, options
+    )
+    return (*names, COCO_FOLDER)
+
+
+def merge_training_stack(
+    output_dir: Path, info: dict[str, Any], parts: Sequence[Callable[[str], bytes | None]]
+) -> tuple[str, ...]:
+    """`finalize`'s side of `TFRecordSink.finish`: the same files for a dataset merged from parts.
+
+    `info` is the merged dataset_info (its shards renamed, its statistics merged); `parts`
+    read each part's files. The COCO ground truth is the parts' files concatenated in part
+    order (the records' order), one part in memory at a time; the rest is written anew.
+    Adds each split's `label_map` to `info`. Other layouts get nothing.
+    """
+    layout = info.get("record_layout", {})
+    if layout.get("layout") != LAYOUT_NAMES[OBJECT_DETECTION_API]:
+        return ()
+    keys = set(layout.get("keys", ()))
+    splits: dict[SplitName, tuple[SplitFacts, Sequence[ShardInfo], GroundTruthWriter]] = {}
+    for split in SPLIT_NAMES:
+        if split not in info:
+            continue
+        writer = _TFRecordSplitWriter.describe(split)
+        ground_truth = GroundTruthWriter(output_dir, writer.coco_file)
+        for read in parts:
+            document = read(f"{COCO_FOLDER}/{writer.coco_file}")
+            if document is not None:
+                ground_truth.write_document(json.loads(document))
+        ground_truth.close()
+        statistics = info[split].get("statistics", {})
+        facts = SplitFacts(writer.shard_glob, f"{COCO_FOLDER}/{writer.coco_file}", int(info[split]["samples"]))
+        for name, value in statistics.items():
+            setattr(facts, name, int(value))
+        shards = tuple(ShardInfo(**shard) for shard in info[split]["shards"])
+        splits[split] = (facts, shards, ground_truth)
+        info[split]["label_map"] = f"{SPLIT_FOLDERS[split]}/{LABEL_MAP_PBTXT}"
+    options = RecordOptions(
+        class_masks=SEGMENTATION_ENCODED in keys,
+        instance_masks=OBJECT_MASK in keys,
+        keypoints=KEYPOINT_X in keys,
+        layout=OBJECT_DETECTION_API,
+        objects=any(facts.max_objects for facts, _, _ in splits.values()),
+        keypoints_per_object=int(layout.get("keypoints_per_object", 0)),
+    )
+    return _write_training_stack(output_dir, info["classes"], splits, options)
+
+
+@dataclass(frozen=True)
+class _SplitNames:
+    """Where a split's records and ground truth go."""
+
+    shard_glob: str
+    coco_file: str
+
+
 class _TFRecordSplitWriter:
+    @staticmethod
+    def describe(split: SplitName) -> _SplitNames:
+        prefix = SHARD_PREFIXES[split]
+        return _SplitNames(f"{SPLIT_FOLDERS[split]}/{prefix}-*{SHARD_SUFFIX}", f"instances_{prefix}.json")
+
     def __init__(self, output_dir: Path, split: SplitName, max_shard_bytes: int, extras: bool) -> None:
         self.folder_name = SPLIT_FOLDERS[split]
         self._shards = ShardedFileWriter(
             output_dir / self.folder_name, SHARD_PREFIXES[split], SHARD_SUFFIX, max_shard_bytes, relative_to=output_dir
         )
-        coco_file = f"instances_{SHARD_PREFIXES[split]}.json"
-        self.ground_truth = GroundTruthWriter(output_dir, coco_file) if extras else None
-        self.facts = SplitFacts(
-            f"{self.folder_name}/{SHARD_PREFIXES[split]}-*{SHARD_SUFFIX}",
-            f"{COCO_FOLDER}/{coco_file}" if extras else None,
-        )
+        names = self.describe(split)
+        self.ground_truth = GroundTruthWriter(output_dir, names.coco_file) if extras else None
+        self.facts = SplitFacts(names.shard_glob, f"{COCO_FOLDER}/{names.coco_file}" if extras else None)
         self._extras = extras
         self.shards: tuple[ShardInfo, ...] = ()
 
@@ -285,6 +366,7 @@ class _TFRecordSplitWriter:
             entries=(self.folder_name,),
             shards=self.shards,
             label_map=f"{self.folder_name}/{LABEL_MAP_PBTXT}" if self._extras else None,
+            statistics=self.facts.statistics() if self._extras else None,
         )
 
 
@@ -328,30 +410,12 @@ class TFRecordSink:
         """The Object Detection API layout's files for the training stacks (see the class); ModelPack has none."""
         if self._options.layout != OBJECT_DETECTION_API:
             return ()
-        keypoint_names: dict[int, tuple[str, ...]] = {}
-        for writer in self._writers.values():
-            for class_id, names in (writer.ground_truth.keypoint_names if writer.ground_truth else {}).items():
-                keypoint_names.setdefault(class_id, names)
-        for writer in self._writers.values():
-            if writer.ground_truth is not None:
-                writer.ground_truth.assemble(class_names, keypoint_names)
-        absolute_root = self._options.absolute_root
-        facts = DatasetFacts(
-            class_names,
-            {split: writer.facts for split, writer in self._writers.items() if writer.facts.samples},
-            self._options,
-            f"{absolute_root}/" if absolute_root is not None else "",
-            keypoint_names,
-        )
-        names = write_training_files(output_dir, facts, [writer.folder_name for writer in self._writers.values()])
-        names += write_tfds_metadata(
-            output_dir,
-            TFDS_DATASET_NAME,
-            class_names,
-            {split: writer.shards for split, writer in self._writers.items()},
-            self._options,
-        )
-        return (*names, COCO_FOLDER)
+        splits = {
+            split: (writer.facts, writer.shards, writer.ground_truth)
+            for split, writer in self._writers.items()
+            if writer.ground_truth is not None
+        }
+        return _write_training_stack(output_dir, class_names, splits, self._options)
 
     def describe_layout(self, options: RecordOptions) -> dict[str, Any]:
         if options.layout == MODELPACK:

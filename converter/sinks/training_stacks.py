@@ -64,6 +64,15 @@ class SplitFacts:
     max_objects: int = 0
     max_image_labels: int = 0
 
+    def statistics(self) -> dict[str, int]:
+        """The maxima, as dataset_info.yaml lists them per split (so that finalize can merge parts' facts)."""
+        return {
+            "max_height": self.max_height,
+            "max_width": self.max_width,
+            "max_objects": self.max_objects,
+            "max_image_labels": self.max_image_labels,
+        }
+
     def add(self, height: int, width: int, objects: int, image_labels: int) -> None:
         self.samples += 1
         self.max_height = max(self.max_height, height)

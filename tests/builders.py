@@ -321,6 +321,35 @@ class CocoExport:
         return self.path
 
 
+PERSON_KEYPOINTS = [f"point_{index}" for index in range(17)]  # COCO's keypoint evaluation has 17 sigmas
+
+
+def person_keypoints_export(root: Path) -> tuple[CocoExport, dict[int, list[float]]]:
+    """Six images, each a person with 17 keypoints (all three visibilities) and a ball with none;
+    returns the export and each person annotation's keypoints by annotation id."""
+    export = CocoExport(
+        root,
+        categories=[
+            {"id": 1, "name": "person", "keypoints": PERSON_KEYPOINTS, "skeleton": []},
+            {"id": 2, "name": "ball"},
+        ],
+    )
+    keypoints_by_annotation: dict[int, list[float]] = {}
+    for index in range(6):
+        image_id = export.add_image(f"img{index}.jpg", size=(64, 48))
+        points: list[float] = []
+        for number in range(17):
+            visibility = (number + index) % 3
+            points += [3.0 + 3 * number, 2.0 + 2 * number, visibility] if visibility else [0, 0, 0]
+        person = export.add_annotation(
+            image_id, 1, bbox=[1, 1, 60, 45], area=2000.0, keypoints=points, num_keypoints=12
+        )
+        keypoints_by_annotation[person["id"]] = points
+        export.add_annotation(image_id, 2, bbox=[40, 30, 10, 10])
+    export.write()
+    return export, keypoints_by_annotation
+
+
 # ---------------------------------------------------------------------------
 # Running the converter and reading its outputs
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
-from builders import convert, load_info
+from builders import PERSON_KEYPOINTS, convert, load_info, person_keypoints_export
 from labelstudio_tasks import annotation, choices, keypoint, task, write_export, write_stand_in
 from PIL import Image
 from pycocotools import mask as coco_mask
@@ -329,3 +329,24 @@ def test_dataset_name_must_be_a_tfds_identifier(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="snake_case"):
         write_tfds_metadata(tmp_path, "My Dataset", ["cat"], shards, RecordOptions())
+
+
+def test_object_keypoints_decode_per_object(tmp_path: Path) -> None:
+    export, keypoints_by_annotation = person_keypoints_export(tmp_path / "coco")
+    output = tmp_path / "out"
+
+    result = convert("-a", export.path, "-i", export.image_folder, "-o", output, "-s", "0")
+
+    assert result.exit_code == 0, result.stderr
+    loaded = _load(output)
+    by_name = {image["file_name"]: image for image in export.images}
+    for _, record in _records(loaded).values():
+        image = by_name[record["image/source_key"]]
+        (person,) = [a for a in export.annotations if a["image_id"] == image["id"] and a["category_id"] == 1]
+        points = np.array(keypoints_by_annotation[person["id"]]).reshape(17, 3)
+        xs = np.array(record["image/object/keypoint/x"]).reshape(-1, 17)  # [objects, keypoints]
+        visibility = np.array(record["image/object/keypoint/visibility"]).reshape(-1, 17)
+        assert xs[0] == pytest.approx(points[:, 0] / image["width"], abs=1e-6)
+        assert visibility.tolist() == [points[:, 2].astype(int).tolist(), [0] * 17]
+        assert record["image/object/keypoint/text"][:17] == PERSON_KEYPOINTS
+        assert record["image/object/keypoint/num"] == [int((points[:, 2] > 0).sum()), 0]

@@ -17,7 +17,17 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from builders import CocoExport, GtBox, convert, detection_export, load_info, load_report, verify
+from builders import (
+    PERSON_KEYPOINTS,
+    CocoExport,
+    GtBox,
+    convert,
+    detection_export,
+    load_info,
+    load_report,
+    person_keypoints_export,
+    verify,
+)
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -344,35 +354,8 @@ def test_tf_dataset_decodes_images_boxes_labels_and_masks(tmp_path: Path) -> Non
 # ---------------------------------------------------------------------------
 # Keypoints of objects (COCO's person keypoints)
 
-PERSON_KEYPOINTS = [f"point_{index}" for index in range(17)]  # COCO's keypoint evaluation has 17 sigmas
-
-
-def _person_export(root: Path) -> tuple[CocoExport, dict[int, list[float]]]:
-    export = CocoExport(
-        root,
-        categories=[
-            {"id": 1, "name": "person", "keypoints": PERSON_KEYPOINTS, "skeleton": []},
-            {"id": 2, "name": "ball"},
-        ],
-    )
-    keypoints_by_annotation: dict[int, list[float]] = {}
-    for index in range(6):
-        image_id = export.add_image(f"img{index}.jpg", size=(64, 48))
-        points: list[float] = []
-        for number in range(17):
-            visibility = (number + index) % 3
-            points += [3.0 + 3 * number, 2.0 + 2 * number, visibility] if visibility else [0, 0, 0]
-        person = export.add_annotation(
-            image_id, 1, bbox=[1, 1, 60, 45], area=2000.0, keypoints=points, num_keypoints=12
-        )
-        keypoints_by_annotation[person["id"]] = points
-        export.add_annotation(image_id, 2, bbox=[40, 30, 10, 10])
-    export.write()
-    return export, keypoints_by_annotation
-
-
 def test_object_keypoints_are_written_per_object_as_the_object_detection_api_reads_them(tmp_path: Path) -> None:
-    export, keypoints_by_annotation = _person_export(tmp_path / "coco")
+    export, keypoints_by_annotation = person_keypoints_export(tmp_path / "coco")
     output = tmp_path / "out"
     result = convert("-a", export.path, "-i", export.image_folder, "-o", output, "-s", "0")
     assert result.exit_code == 0, result.stderr
@@ -410,7 +393,7 @@ def test_object_keypoints_are_written_per_object_as_the_object_detection_api_rea
 
 
 def test_coco_ground_truth_keypoints_score_ap_1_against_themselves(tmp_path: Path) -> None:
-    export, _ = _person_export(tmp_path / "coco")
+    export, _ = person_keypoints_export(tmp_path / "coco")
     output = tmp_path / "out"
     assert convert("-a", export.path, "-i", export.image_folder, "-o", output, "-s", "0").exit_code == 0
     ground_truth = COCO(str(output / "coco" / "instances_train.json"))

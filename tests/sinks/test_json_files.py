@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
-from builders import Export, GtBox, convert, load_info, verify
+from builders import PERSON_KEYPOINTS, Export, GtBox, convert, load_info, person_keypoints_export, verify
 from labelstudio_tasks import (
     annotation,
     brush,
@@ -84,6 +84,9 @@ def schema_errors(value: Any, schema: dict[str, Any], root: dict[str, Any], wher
         elif keyword in ("minimum", "maximum"):
             if _TYPES["number"](value) and not (value >= argument if keyword == "minimum" else value <= argument):
                 errors.append(f"{where}: {value!r} breaks {keyword} {argument}")
+        elif keyword == "enum":  # JSON equality: true is not 1
+            if not any(type(value) is type(option) and value == option for option in argument):
+                errors.append(f"{where}: {value!r} is none of {argument}")
         else:
             raise AssertionError(f"the test's validator does not know the keyword {keyword!r}")
     return errors
@@ -143,6 +146,10 @@ def test_the_validator_rejects_what_the_schema_forbids(schema: dict[str, Any]) -
         "$.keypoints[0]: missing 'y_normalized'",
         "$.keypoints[0].x_normalized: 2 breaks maximum 1",
     ]
+    visibility = {"enum": [0, 1, 2]}
+    assert [schema_errors(value, visibility, schema) for value in (2, True, 3)] == [
+        [], ["$: True is none of [0, 1, 2]"], ["$: 3 is none of [0, 1, 2]"]
+    ]  # fmt: skip
 
 
 # --- reading the output back ----------------------------------------------------------------------
@@ -325,3 +332,22 @@ def test_absolute_paths_are_absolute_inside_the_annotations(tmp_path: Path, sche
     for _, document in read_documents(output, schema).values():
         for reference in (document["image"]["file"], document["mask"]):
             assert Path(reference).is_absolute() and Path(reference).is_file()
+
+
+def test_object_keypoints_are_in_the_json_and_match_the_schema(schema: dict[str, Any], tmp_path: Path) -> None:
+    export, keypoints_by_annotation = person_keypoints_export(tmp_path / "coco")
+    output = tmp_path / "out"
+    result = convert("-a", export.path, "-i", export.image_folder, "-o", output, "-f", "json", "-s", "0")
+    assert result.exit_code == 0, result.stderr
+    documents = read_documents(output, schema)  # schema-checked
+    assert len(documents) == len(export.images)
+    for image in export.images:
+        _, document = documents[image["file_name"]]
+        person, ball = document["objects"]
+        (annotation,) = [a for a in export.annotations if a["image_id"] == image["id"] and a["category_id"] == 1]
+        expected = keypoints_by_annotation[annotation["id"]]
+        assert [value for p in person["keypoints"] for value in (p["x_pixels"], p["y_pixels"], p["visibility"])] == (
+            expected
+        )
+        assert [p["name"] for p in person["keypoints"]] == PERSON_KEYPOINTS
+        assert ball["keypoints"] == []

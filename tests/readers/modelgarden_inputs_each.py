@@ -34,7 +34,7 @@ def run(output: str, experiment: str, config: str, train_batches: int) -> dict[s
         with contextlib.redirect_stdout(printed):
             modelgarden_inputs.main(Path(output), experiment, config, train_batches)
         entry["report"] = json.loads(printed.getvalue().strip().splitlines()[-1])
-    except Exception:  # noqa: BLE001  (any failure is this run's result, reported to its test)
+    except Exception:  # (any failure is this run's result, reported to its test)
         entry["error"] = traceback.format_exc()
         entry["printed"] = printed.getvalue()[-2000:]
     finally:

@@ -26,7 +26,7 @@ def load(output: str) -> dict[str, Any]:
         with contextlib.redirect_stdout(printed):
             tfds_load.main(output)
         return {"out": output, "loaded": json.loads(printed.getvalue().strip().splitlines()[-1])}
-    except Exception:  # noqa: BLE001  (any failure is this output's result, reported to its test)
+    except Exception:  # (any failure is this output's result, reported to its test)
         return {"out": output, "error": traceback.format_exc(), "printed": printed.getvalue()[-2000:]}
 
 

@@ -25,6 +25,11 @@ from typing import Any
 import modelgarden_inputs  # beside this script: the single-run reader, whose checks are reused as they are
 import tensorflow as tf
 
+# Evaluation labels are printed whole up to this many numbers (the single-run script stops at a million):
+# segmentation labels are padded to the largest image, and the real Label Studio exports' images are
+# 768 pixels high, so two of them already pass a million.
+modelgarden_inputs.MAX_LABEL_VALUES = 8_000_000
+
 
 def run(output: str, experiment: str, config: str, train_batches: int) -> dict[str, Any]:
     entry: dict[str, Any] = {"out": output, "experiment": experiment, "config": config}

@@ -36,7 +36,9 @@ from converter.core.verify import verify_dataset
 from converter.errors import ConverterError, SampleLocation, UsageError, quoted
 from converter.remote_run import RemoteRun
 from converter.sinks import SINKS
-from converter.sinks.tfrecord import OBJECT_DETECTION_API, check_record_contents, merge_training_stack
+from converter.sinks.tfrecord import check_record_contents
+from converter.sinks.tfrecord_keys import OBJECT_DETECTION_API
+from converter.sinks.training_stacks import merge_training_stack
 from converter.sources import SOURCES, LocatedExport, SourceOptions
 
 app = typer.Typer(

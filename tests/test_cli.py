@@ -300,7 +300,8 @@ def test_dataset_info_describes_the_dataset(tmp_path: Path) -> None:
     records = read_all(output)
     for split in ("train", "validation", "test"):
         entry = info[split]
-        assert set(entry) == {"annotations", "images", "samples", "shards", "label_map", "class_counts"}
+        assert set(entry) == {"annotations", "images", "samples", "shards", "label_map", "statistics", "class_counts"}
+        assert entry["statistics"]["max_width"] == 64 and entry["statistics"]["max_height"] == 48
         assert entry["label_map"] == f"{SPLIT_FOLDERS[split]}/label_map.pbtxt"
         assert entry["annotations"] == entry["images"] == SPLIT_FOLDERS[split]
         assert entry["samples"] == len(records[split]) == sum(shard["records"] for shard in entry["shards"])

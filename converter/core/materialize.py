@@ -25,7 +25,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from converter.core.classes import ClassList
 from converter.core.image_ids import image_id_of
@@ -272,7 +271,7 @@ def materialize(
                 mask_png=encode_png(covered.full().view(np.uint8))
                 if options.instance_masks and covered is not None
                 else None,
-                rle_counts=_rle_counts(covered) if obj.has_shape and covered is not None else None,
+                rle_counts=covered.rle_counts() if obj.has_shape and covered is not None else None,
                 keypoints=_object_keypoints(obj, index, frame_width, frame_height, (scale_x, scale_y), notes),
             )
         )
@@ -365,13 +364,6 @@ def _area(obj: ObjectAnnotation, covered: Coverage | None, box_area: float) -> f
     if obj.has_shape and covered is not None:
         return float(np.count_nonzero(covered.pixels))
     return box_area
-
-
-def _rle_counts(covered: Coverage) -> str:
-    """The covered pixels as COCO's compressed RLE counts string."""
-    encoded = mask_utils.encode(np.asfortranarray(covered.full().view(np.uint8)))
-    counts: bytes = encoded["counts"]
-    return counts.decode("ascii")
 
 
 def _class_mask(

@@ -135,6 +135,32 @@ class Coverage:
         mask[self.region] = self.pixels
         return mask
 
+    def rle_counts(self) -> str:
+        """The covered pixels as COCO's compressed RLE counts (column-major, whole image), as
+        pycocotools' `encode(full())` gives them.
+
+        Only the window's columns are scanned: the columns left and right of it are whole
+        runs of background, added to the first and last runs. Encoding the whole frame cost
+        twice the rasterizing of a typical polygon.
+        """
+        rows, columns = self.pixels.shape
+        band = np.zeros((self.height, columns), dtype=np.uint8, order="F")
+        band[self.top : self.top + rows, :] = self.pixels
+        flat = band.ravel(order="F")
+        edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+        runs: list[int] = np.diff(np.concatenate(([0], edges, [flat.size]))).tolist() if flat.size else [0]
+        if flat.size and flat[0]:
+            runs.insert(0, 0)  # COCO's runs start with background
+        runs[0] += self.left * self.height
+        trailing = (self.width - self.left - columns) * self.height
+        if len(runs) % 2:  # the last run is background
+            runs[-1] += trailing
+        elif trailing:
+            runs.append(trailing)
+        encoded = coco_mask.frPyObjects({"size": [self.height, self.width], "counts": runs}, self.height, self.width)
+        counts: bytes = encoded["counts"]
+        return counts.decode("ascii")
+
 
 Window = tuple[int, int, int, int]  # top, bottom, left, right: rows [top, bottom), columns [left, right)
 

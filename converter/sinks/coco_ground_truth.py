@@ -41,8 +41,11 @@ class GroundTruthFragment:
     keypoint_names: tuple[tuple[int, tuple[str, ...]], ...] = ()
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # made once: json.dumps makes one a call
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def _segmentation(obj: EncodedObject, height: int, width: int) -> dict[str, Any] | list[list[float]]:

@@ -1,7 +1,7 @@
 """TFRecord shards in one of two record layouts: the TF Object Detection API's or ModelPack's.
 
 Object Detection API / Model Garden (`--layout object-detection-api`, the default): every
-record carries every key of `_OD_API_KEYS`, with empty lists where a sample has nothing of
+record carries every key of `OD_API_KEYS`, with empty lists where a sample has nothing of
 that kind, so readers can parse all records with one feature spec; the segmentation,
 instance mask and keypoint keys are on every record of a run that has them. Class ids
 start at 1 (0 is background); boxes are normalized to [0, 1] and clipped.
@@ -24,8 +24,7 @@ Both tables of feature names live in this module, beside the checks `verify` run
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,88 +33,58 @@ from converter.core.classes import FIRST_CLASS_ID
 from converter.core.materialize import EncodedObject, EncodedSample, RecordOptions
 from converter.core.protocols import SplitOutput
 from converter.core.shard import ShardInfo
-from converter.core.split import SPLIT_NAMES, SplitName
+from converter.core.split import SplitName
 from converter.errors import UsageError
 from converter.formats.tfrecord import BytesFeature, Feature, FloatFeature, Int64Feature, encode_record
 from converter.sinks._files import check_unicode_names
 from converter.sinks._sharded_file import ShardedFileWriter
 from converter.sinks.coco_ground_truth import COCO_FOLDER, GroundTruthFragment, GroundTruthWriter, sample_fragment
-from converter.sinks.tfds_metadata import write_tfds_metadata
-from converter.sinks.training_stacks import (
-    CONFIGS_FOLDER,
-    LABEL_MAP_CSV,
-    LABEL_MAP_PBTXT,
-    DatasetFacts,
-    SplitFacts,
-    write_training_files,
-)
-
-SPLIT_FOLDERS: dict[SplitName, str] = {"train": "tfrecord_train", "validation": "tfrecord_val", "test": "tfrecord_test"}
-SHARD_PREFIXES: dict[SplitName, str] = {"train": "train", "validation": "val", "test": "test"}
-SHARD_SUFFIX = ".tfrecord"
-
-# The Object Detection API keys, in one place.
-IMAGE_ENCODED = "image/encoded"
-IMAGE_FORMAT = "image/format"
-IMAGE_HEIGHT = "image/height"
-IMAGE_WIDTH = "image/width"
-IMAGE_FILENAME = "image/filename"
-IMAGE_SOURCE_ID = "image/source_id"
-IMAGE_SOURCE_KEY = "image/source_key"
-IMAGE_SHA256 = "image/key/sha256"
-BBOX_XMIN = "image/object/bbox/xmin"
-BBOX_XMAX = "image/object/bbox/xmax"
-BBOX_YMIN = "image/object/bbox/ymin"
-BBOX_YMAX = "image/object/bbox/ymax"
-OBJECT_CLASS_LABEL = "image/object/class/label"
-OBJECT_CLASS_TEXT = "image/object/class/text"
-OBJECT_AREA = "image/object/area"
-OBJECT_IS_CROWD = "image/object/is_crowd"
-IMAGE_CLASS_LABEL = "image/class/label"
-IMAGE_CLASS_TEXT = "image/class/text"
-SEGMENTATION_ENCODED = "image/segmentation/class/encoded"
-SEGMENTATION_FORMAT = "image/segmentation/class/format"
-OBJECT_MASK = "image/object/mask"
-# Free-standing keypoints (Label Studio's): not `image/object/keypoint/*`, which the Object
-# Detection API reads as `[num_boxes, num_keypoints]` points belonging to the boxes.
-KEYPOINT_X = "image/keypoint/x"
-KEYPOINT_Y = "image/keypoint/y"
-KEYPOINT_TEXT = "image/keypoint/text"
-# Keypoints of objects (COCO's), as the Object Detection API's COCO converter writes them: every
-# object has `keypoints_per_object` entries (padded with unlabelled points at 0, 0), in object order.
-OBJECT_KEYPOINT_X = "image/object/keypoint/x"
-OBJECT_KEYPOINT_Y = "image/object/keypoint/y"
-OBJECT_KEYPOINT_VISIBILITY = "image/object/keypoint/visibility"
-OBJECT_KEYPOINT_NUM = "image/object/keypoint/num"
-OBJECT_KEYPOINT_TEXT = "image/object/keypoint/text"
-OBJECT_KEYPOINT_KEYS = (
-    OBJECT_KEYPOINT_X,
-    OBJECT_KEYPOINT_Y,
-    OBJECT_KEYPOINT_VISIBILITY,
-    OBJECT_KEYPOINT_NUM,
-    OBJECT_KEYPOINT_TEXT,
-)
-_OD_API_KEYS = (
-    IMAGE_ENCODED,
-    IMAGE_FORMAT,
-    IMAGE_HEIGHT,
-    IMAGE_WIDTH,
-    IMAGE_FILENAME,
-    IMAGE_SOURCE_ID,
-    IMAGE_SOURCE_KEY,
-    IMAGE_SHA256,
-    BBOX_XMIN,
+from converter.sinks.tfrecord_keys import (
     BBOX_XMAX,
-    BBOX_YMIN,
+    BBOX_XMIN,
     BBOX_YMAX,
-    OBJECT_CLASS_LABEL,
-    OBJECT_CLASS_TEXT,
-    OBJECT_AREA,
-    OBJECT_IS_CROWD,
+    BBOX_YMIN,
     IMAGE_CLASS_LABEL,
     IMAGE_CLASS_TEXT,
-)  # every record carries all of these; the segmentation keys only records with a mask
-
+    IMAGE_ENCODED,
+    IMAGE_FILENAME,
+    IMAGE_FORMAT,
+    IMAGE_HEIGHT,
+    IMAGE_SHA256,
+    IMAGE_SOURCE_ID,
+    IMAGE_SOURCE_KEY,
+    IMAGE_WIDTH,
+    KEYPOINT_TEXT,
+    KEYPOINT_X,
+    KEYPOINT_Y,
+    LAYOUT_NAMES,
+    MODELPACK,
+    OBJECT_AREA,
+    OBJECT_CLASS_LABEL,
+    OBJECT_CLASS_TEXT,
+    OBJECT_DETECTION_API,
+    OBJECT_IS_CROWD,
+    OBJECT_KEYPOINT_KEYS,
+    OBJECT_KEYPOINT_NUM,
+    OBJECT_KEYPOINT_TEXT,
+    OBJECT_KEYPOINT_VISIBILITY,
+    OBJECT_KEYPOINT_X,
+    OBJECT_KEYPOINT_Y,
+    OBJECT_MASK,
+    OD_API_KEYS,
+    SEGMENTATION_ENCODED,
+    SEGMENTATION_FORMAT,
+    SHARD_PREFIXES,
+    SHARD_SUFFIX,
+    SPLIT_FOLDERS,
+)
+from converter.sinks.training_stacks import (
+    LABEL_MAP_PBTXT,
+    TRAINING_STACK_ENTRIES,
+    SplitFacts,
+    split_paths,
+    write_training_stack,
+)
 
 # The ModelPack keys (the DeepView validator's feature spec), in one place.
 MODELPACK_IMAGE = "image"
@@ -133,16 +102,6 @@ _MODELPACK_KEYS = (
     MODELPACK_BBOXES,
 )
 MODELPACK_VALUES_PER_BOX = 4
-
-TFDS_DATASET_NAME = "dataset_converter"  # the name `tfds.builder_from_directory` reports
-TFDS_FILES = ("dataset_info.json", "features.json")  # TFDS's metadata, at the dataset root
-TRAINING_STACK_ENTRIES = (LABEL_MAP_PBTXT, LABEL_MAP_CSV, CONFIGS_FOLDER, COCO_FOLDER, *TFDS_FILES)
-
-# `--layout` values, and the names dataset_info.yaml's record_layout gives them.
-OBJECT_DETECTION_API = "object-detection-api"
-MODELPACK = "modelpack"
-LAYOUT_NAMES = {OBJECT_DETECTION_API: "object_detection_api", MODELPACK: "modelpack"}
-
 
 def object_detection_features(sample: EncodedSample, options: RecordOptions) -> dict[str, Feature]:
     """The features of one record."""
@@ -254,96 +213,13 @@ class TFRecordEncoder:
         )
 
 
-def _write_training_stack(
-    output_dir: Path,
-    class_names: Sequence[str],
-    splits: Mapping[SplitName, tuple[SplitFacts, Sequence[ShardInfo], GroundTruthWriter]],
-    options: RecordOptions,
-) -> tuple[str, ...]:
-    """Label maps, COCO ground truth, configs and TFDS metadata; returns the top-level names written."""
-    keypoint_names: dict[int, tuple[str, ...]] = {}
-    for _, _, ground_truth in splits.values():
-        for class_id, names in ground_truth.keypoint_names.items():
-            keypoint_names.setdefault(class_id, names)
-    for _, _, ground_truth in splits.values():
-        ground_truth.assemble(class_names, keypoint_names)
-    facts = DatasetFacts(
-        class_names,
-        {split: facts for split, (facts, _, _) in splits.items() if facts.samples},
-        options,
-        f"{options.absolute_root}/" if options.absolute_root is not None else "",
-        keypoint_names,
-    )
-    names = write_training_files(output_dir, facts, [SPLIT_FOLDERS[split] for split in splits])
-    names += write_tfds_metadata(
-        output_dir, TFDS_DATASET_NAME, class_names, {split: shards for split, (_, shards, _) in splits.items()}, options
-    )
-    return (*names, COCO_FOLDER)
-
-
-def merge_training_stack(
-    output_dir: Path, info: dict[str, Any], parts: Sequence[Callable[[str], bytes | None]]
-) -> tuple[str, ...]:
-    """`finalize`'s side of `TFRecordSink.finish`: the same files for a dataset merged from parts.
-
-    `info` is the merged dataset_info (its shards renamed, its statistics merged); `parts`
-    read each part's files. The COCO ground truth is the parts' files concatenated in part
-    order (the records' order), one part in memory at a time; the rest is written anew.
-    Adds each split's `label_map` to `info`. Other layouts get nothing.
-    """
-    layout = info.get("record_layout", {})
-    if layout.get("layout") != LAYOUT_NAMES[OBJECT_DETECTION_API]:
-        return ()
-    keys = set(layout.get("keys", ()))
-    splits: dict[SplitName, tuple[SplitFacts, Sequence[ShardInfo], GroundTruthWriter]] = {}
-    for split in SPLIT_NAMES:
-        if split not in info:
-            continue
-        writer = _TFRecordSplitWriter.describe(split)
-        ground_truth = GroundTruthWriter(output_dir, writer.coco_file)
-        for read in parts:
-            document = read(f"{COCO_FOLDER}/{writer.coco_file}")
-            if document is not None:
-                ground_truth.write_document(json.loads(document))
-        ground_truth.close()
-        statistics = info[split].get("statistics", {})
-        facts = SplitFacts(writer.shard_glob, f"{COCO_FOLDER}/{writer.coco_file}", int(info[split]["samples"]))
-        for name, value in statistics.items():
-            setattr(facts, name, int(value))
-        shards = tuple(ShardInfo(**shard) for shard in info[split]["shards"])
-        splits[split] = (facts, shards, ground_truth)
-        info[split]["label_map"] = f"{SPLIT_FOLDERS[split]}/{LABEL_MAP_PBTXT}"
-    options = RecordOptions(
-        class_masks=SEGMENTATION_ENCODED in keys,
-        instance_masks=OBJECT_MASK in keys,
-        keypoints=KEYPOINT_X in keys,
-        layout=OBJECT_DETECTION_API,
-        objects=any(facts.max_objects for facts, _, _ in splits.values()),
-        keypoints_per_object=int(layout.get("keypoints_per_object", 0)),
-    )
-    return _write_training_stack(output_dir, info["classes"], splits, options)
-
-
-@dataclass(frozen=True)
-class _SplitNames:
-    """Where a split's records and ground truth go."""
-
-    shard_glob: str
-    coco_file: str
-
-
 class _TFRecordSplitWriter:
-    @staticmethod
-    def describe(split: SplitName) -> _SplitNames:
-        prefix = SHARD_PREFIXES[split]
-        return _SplitNames(f"{SPLIT_FOLDERS[split]}/{prefix}-*{SHARD_SUFFIX}", f"instances_{prefix}.json")
-
     def __init__(self, output_dir: Path, split: SplitName, max_shard_bytes: int, extras: bool) -> None:
         self.folder_name = SPLIT_FOLDERS[split]
         self._shards = ShardedFileWriter(
             output_dir / self.folder_name, SHARD_PREFIXES[split], SHARD_SUFFIX, max_shard_bytes, relative_to=output_dir
         )
-        names = self.describe(split)
+        names = split_paths(split)
         self.ground_truth = GroundTruthWriter(output_dir, names.coco_file) if extras else None
         self.facts = SplitFacts(names.shard_glob, f"{COCO_FOLDER}/{names.coco_file}" if extras else None)
         self._extras = extras
@@ -415,7 +291,7 @@ class TFRecordSink:
             for split, writer in self._writers.items()
             if writer.ground_truth is not None
         }
-        return _write_training_stack(output_dir, class_names, splits, self._options)
+        return write_training_stack(output_dir, class_names, splits, self._options)
 
     def describe_layout(self, options: RecordOptions) -> dict[str, Any]:
         if options.layout == MODELPACK:
@@ -428,7 +304,7 @@ class TFRecordSink:
             "source_id": "decimal integer: the COCO image id, else derived from image/source_key",
             "area": "the export's area (COCO), else the shape's pixels, else the box's",
             "keys": sorted(  # every record of this dataset carries all of them
-                [*_OD_API_KEYS]
+                [*OD_API_KEYS]
                 + ([SEGMENTATION_ENCODED, SEGMENTATION_FORMAT] if options.class_masks else [])
                 + ([OBJECT_MASK] if options.instance_masks else [])
                 + ([KEYPOINT_X, KEYPOINT_Y, KEYPOINT_TEXT] if options.keypoints else [])
@@ -473,7 +349,7 @@ def check_record_contents(shard_paths: list[Path], classes: list[str], layout: s
     import tensorflow as tf
 
     checks: dict[str, tuple[tuple[str, ...], Callable[[Any, list[str]], list[str]]]] = {
-        LAYOUT_NAMES[OBJECT_DETECTION_API]: (_OD_API_KEYS, _od_api_record_problems),
+        LAYOUT_NAMES[OBJECT_DETECTION_API]: (OD_API_KEYS, _od_api_record_problems),
         LAYOUT_NAMES[MODELPACK]: (_MODELPACK_KEYS, _modelpack_record_problems),
     }
     if layout not in checks:

@@ -17,16 +17,31 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from converter.core.classes import FIRST_CLASS_ID
 from converter.core.materialize import RecordOptions
-from converter.core.split import SplitName
+from converter.core.shard import ShardInfo
+from converter.core.split import SPLIT_NAMES, SplitName
+from converter.sinks.coco_ground_truth import COCO_FOLDER, GroundTruthWriter
+from converter.sinks.tfds_metadata import write_tfds_metadata
+from converter.sinks.tfrecord_keys import (
+    KEYPOINT_X,
+    LAYOUT_NAMES,
+    OBJECT_DETECTION_API,
+    OBJECT_MASK,
+    SEGMENTATION_ENCODED,
+    SHARD_PREFIXES,
+    SHARD_SUFFIX,
+    SPLIT_FOLDERS,
+)
 
 LABEL_MAP_PBTXT = "label_map.pbtxt"
 LABEL_MAP_CSV = "label_map.csv"
@@ -39,6 +54,10 @@ MODEL_GARDEN_CLASSIFICATION = "model_garden_classification.yaml"
 OBJECT_DETECTION_API_CONFIG = "object_detection_api.config"
 
 # Model Garden's experiments that each override is written for (`--experiment`).
+TFDS_DATASET_NAME = "dataset_converter"  # the name `tfds.builder_from_directory` reports
+TFDS_FILES = ("dataset_info.json", "features.json")  # TFDS's metadata, at the dataset root
+TRAINING_STACK_ENTRIES = (LABEL_MAP_PBTXT, LABEL_MAP_CSV, CONFIGS_FOLDER, COCO_FOLDER, *TFDS_FILES)
+
 EXPERIMENTS = {
     MODEL_GARDEN_RETINANET: "retinanet_resnetfpn_coco",
     MODEL_GARDEN_MASKRCNN: "maskrcnn_resnetfpn_coco",
@@ -297,3 +316,86 @@ def write_training_files(output_dir: Path, facts: DatasetFacts, split_folders: S
     if facts.options.objects:
         (configs / OBJECT_DETECTION_API_CONFIG).write_text(object_detection_api_config(facts), encoding="utf-8")
     return (LABEL_MAP_PBTXT, LABEL_MAP_CSV, CONFIGS_FOLDER)
+
+
+@dataclass(frozen=True)
+class SplitPaths:
+    """Where a split's records are (as a glob of their names) and where its COCO ground truth goes."""
+
+    shard_glob: str  # relative to the dataset folder
+    coco_file: str  # inside COCO_FOLDER
+
+
+def split_paths(split: SplitName) -> SplitPaths:
+    prefix = SHARD_PREFIXES[split]
+    return SplitPaths(f"{SPLIT_FOLDERS[split]}/{prefix}-*{SHARD_SUFFIX}", f"instances_{prefix}.json")
+
+
+def write_training_stack(
+    output_dir: Path,
+    class_names: Sequence[str],
+    splits: Mapping[SplitName, tuple[SplitFacts, Sequence[ShardInfo], GroundTruthWriter]],
+    options: RecordOptions,
+) -> tuple[str, ...]:
+    """Label maps, COCO ground truth, configs and TFDS metadata; returns the top-level names written."""
+    keypoint_names: dict[int, tuple[str, ...]] = {}
+    for _, _, ground_truth in splits.values():
+        for class_id, names in ground_truth.keypoint_names.items():
+            keypoint_names.setdefault(class_id, names)
+    for _, _, ground_truth in splits.values():
+        ground_truth.assemble(class_names, keypoint_names)
+    facts = DatasetFacts(
+        class_names,
+        {split: facts for split, (facts, _, _) in splits.items() if facts.samples},
+        options,
+        f"{options.absolute_root}/" if options.absolute_root is not None else "",
+        keypoint_names,
+    )
+    names = write_training_files(output_dir, facts, [SPLIT_FOLDERS[split] for split in splits])
+    names += write_tfds_metadata(
+        output_dir, TFDS_DATASET_NAME, class_names, {split: shards for split, (_, shards, _) in splits.items()}, options
+    )
+    return (*names, COCO_FOLDER)
+
+
+def merge_training_stack(
+    output_dir: Path, info: dict[str, Any], parts: Sequence[Callable[[str], bytes | None]]
+) -> tuple[str, ...]:
+    """`finalize`'s side of `write_training_stack`: the same files for a dataset merged from parts.
+
+    `info` is the merged dataset_info (its shards renamed, its statistics merged); `parts`
+    read each part's files. The COCO ground truth is the parts' files concatenated in part
+    order (the records' order), one part in memory at a time; the rest is written anew.
+    Adds each split's `label_map` to `info`. Other layouts get nothing.
+    """
+    layout = info.get("record_layout", {})
+    if layout.get("layout") != LAYOUT_NAMES[OBJECT_DETECTION_API]:
+        return ()
+    keys = set(layout.get("keys", ()))
+    splits: dict[SplitName, tuple[SplitFacts, Sequence[ShardInfo], GroundTruthWriter]] = {}
+    for split in SPLIT_NAMES:
+        if split not in info:
+            continue
+        writer = split_paths(split)
+        ground_truth = GroundTruthWriter(output_dir, writer.coco_file)
+        for read in parts:
+            document = read(f"{COCO_FOLDER}/{writer.coco_file}")
+            if document is not None:
+                ground_truth.write_document(json.loads(document))
+        ground_truth.close()
+        statistics = info[split].get("statistics", {})
+        facts = SplitFacts(writer.shard_glob, f"{COCO_FOLDER}/{writer.coco_file}", int(info[split]["samples"]))
+        for name, value in statistics.items():
+            setattr(facts, name, int(value))
+        shards = tuple(ShardInfo(**shard) for shard in info[split]["shards"])
+        splits[split] = (facts, shards, ground_truth)
+        info[split]["label_map"] = f"{SPLIT_FOLDERS[split]}/{LABEL_MAP_PBTXT}"
+    options = RecordOptions(
+        class_masks=SEGMENTATION_ENCODED in keys,
+        instance_masks=OBJECT_MASK in keys,
+        keypoints=KEYPOINT_X in keys,
+        layout=OBJECT_DETECTION_API,
+        objects=any(facts.max_objects for facts, _, _ in splits.values()),
+        keypoints_per_object=int(layout.get("keypoints_per_object", 0)),
+    )
+    return write_training_stack(output_dir, info["classes"], splits, options)

@@ -452,3 +452,18 @@ def test_windows_anywhere_in_a_large_image_equal_the_whole_image_rasterization(
     if holes:
         expected &= ~_pycocotools_rings(holes, 480, 640)
     np.testing.assert_array_equal(coverage.full(), expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 40),
+    st.integers(1, 40),
+    st.data(),
+)
+def test_a_coverage_encodes_to_the_rle_of_its_whole_image_mask(height: int, width: int, data: st.DataObject) -> None:
+    top, left = data.draw(st.integers(0, height)), data.draw(st.integers(0, width))
+    rows, columns = data.draw(st.integers(0, height - top)), data.draw(st.integers(0, width - left))
+    pixels = data.draw(hnp.arrays(bool, (rows, columns)))
+    covered = Coverage(top, left, pixels, height, width)
+    expected = coco_mask.encode(np.asfortranarray(covered.full().view(np.uint8)))["counts"].decode()
+    assert covered.rle_counts() == expected

@@ -418,6 +418,11 @@ def test_scaled_out_workers_publish_their_parts_and_finalize_merges_them(bucket:
     _download_folder(out, merged)
     assert convert("-a", export.manifest, "-o", local).exit_code == 0
     assert read_all(merged) == read_all(local)
+    # and the training stacks' files, uploaded beside the records, are those of the local run
+    merged_files, local_files = dataset_files(merged), dataset_files(local)
+    beside = [path for path in local_files if path.split("/")[0] in ("coco", "configs") or "label_map" in path]
+    assert len(beside) >= 7
+    assert {path: merged_files.get(path) for path in beside} == {path: local_files[path] for path in beside}
 
 
 def test_publish_part_replaces_the_remote_part_folder(bucket: str, tmp_path: Path) -> None:

@@ -305,6 +305,7 @@ def write_training_files(output_dir: Path, facts: DatasetFacts, split_folders: S
     # expects an item to hold only `id` and `name`.
     (output_dir / LABEL_MAP_PBTXT).write_text(label_map_pbtxt(facts.class_names, facts.keypoint_names), "utf-8")
     for folder in split_folders:
+        (output_dir / folder).mkdir(parents=True, exist_ok=True)  # absent where finalize stages files for a bucket
         (output_dir / folder / LABEL_MAP_PBTXT).write_text(label_map_pbtxt(facts.class_names), encoding="utf-8")
     (output_dir / LABEL_MAP_CSV).write_text(label_map_csv(facts.class_names), encoding="utf-8")
     configs = output_dir / CONFIGS_FOLDER

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from nested import flatten
 from official.core import exp_factory, task_factory
 from official.modeling import hyperparams
 from official.vision import registry_imports  # noqa: F401  (registers the vision experiments and tasks)
@@ -43,15 +44,6 @@ MAX_VALUES = 64
 MAX_LABEL_VALUES = 1_000_000  # evaluation labels printed whole up to this many numbers
 
 
-def _flat(structure: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(structure, dict):
-        flat: dict[str, Any] = {}
-        for key, value in structure.items():
-            flat.update(_flat(value, f"{prefix}{key}/"))
-        return flat
-    return {prefix.rstrip("/") or "value": structure}
-
-
 def _summary(batches: list[Any]) -> dict[str, Any]:
     """Shapes and dtypes of the first batch; distinct values of label-like tensors over all batches."""
     if not batches:
@@ -59,12 +51,13 @@ def _summary(batches: list[Any]) -> dict[str, Any]:
     features, labels = batches[0]
     shapes = {
         key: {"shape": list(tensor.shape), "dtype": tensor.dtype.name}
-        for key, tensor in {**_flat(features, "features/"), **_flat(labels, "labels/")}.items()
+        for key, tensor in {**flatten(features, "features/"), **flatten(labels, "labels/")}.items()
         if hasattr(tensor, "shape")
     }
     seen: dict[str, set[float]] = {}
     for _, batch_labels in batches:
-        for key, tensor in _flat(batch_labels if isinstance(batch_labels, dict) else {"labels": batch_labels}).items():
+        label_tree = batch_labels if isinstance(batch_labels, dict) else {"labels": batch_labels}
+        for key, tensor in flatten(label_tree).items():
             parts = [part for part in key.split("/") if not part.isdigit()]
             if parts and parts[-1] in VALUE_KEYS and hasattr(tensor, "numpy"):
                 seen.setdefault("/".join(parts), set()).update(float(value) for value in np.unique(tensor.numpy()))

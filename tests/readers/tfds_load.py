@@ -28,6 +28,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import numpy as np  # after the environment TensorFlow reads at import
 import tensorflow_datasets as tfds
+from nested import flatten
 
 IMAGE = "image/encoded"
 CLASS_MASK = "image/segmentation/class/encoded"
@@ -35,20 +36,10 @@ INSTANCE_MASKS = "image/object/mask"
 THUMBNAIL_GRID = 16
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """{"image": {"encoded": x}} -> {"image/encoded": x}: TFDS nests by the record key's `/`."""
-    if isinstance(tree, dict):
-        flat: dict[str, Any] = {}
-        for key, value in tree.items():
-            flat.update(_flatten(value, f"{prefix}{key}/"))
-        return flat
-    return {prefix.rstrip("/"): tree}
-
-
 def _class_labels(features: Any) -> dict[str, Any]:
     """The ClassLabel connectors by flattened key (directly or inside a Sequence)."""
     labels = {}
-    for key, feature in _flatten(_feature_tree(features)).items():
+    for key, feature in flatten(_feature_tree(features)).items():
         inner = feature.feature if isinstance(feature, tfds.features.Sequence) else feature
         if isinstance(inner, tfds.features.ClassLabel):
             labels[key] = inner
@@ -89,7 +80,7 @@ def thumbnail(pixels: Any, grid: int = THUMBNAIL_GRID) -> list[list[list[float]]
 
 
 def _summarize(example: dict[str, Any], labels: dict[str, Any]) -> dict[str, Any]:
-    flat = _flatten(example)
+    flat = flatten(example)
     summary: dict[str, Any] = {}
     for key, value in flat.items():
         if key == IMAGE:
@@ -147,7 +138,7 @@ def main(output: str) -> None:
                 "class_names": {key: list(feature.names) for key, feature in labels.items()},
                 "features": {
                     key: type(feature).__name__
-                    for key, feature in _flatten(_feature_tree(builder.info.features)).items()
+                    for key, feature in flatten(_feature_tree(builder.info.features)).items()
                 },
             }
         )

@@ -21,51 +21,74 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from converter.core.split import SPLIT_NAMES
+from converter.sinks.tfrecord_keys import (
+    BBOX_XMAX,
+    BBOX_XMIN,
+    BBOX_YMAX,
+    BBOX_YMIN,
+    IMAGE_CLASS_LABEL,
+    IMAGE_CLASS_TEXT,
+    IMAGE_ENCODED,
+    IMAGE_FILENAME,
+    IMAGE_FORMAT,
+    IMAGE_HEIGHT,
+    IMAGE_SHA256,
+    IMAGE_SOURCE_ID,
+    IMAGE_SOURCE_KEY,
+    IMAGE_WIDTH,
+    KEYPOINT_TEXT,
+    KEYPOINT_X,
+    KEYPOINT_Y,
+    OBJECT_AREA,
+    OBJECT_CLASS_LABEL,
+    OBJECT_CLASS_TEXT,
+    OBJECT_IS_CROWD,
+    OBJECT_KEYPOINT_TEXT,
+    OBJECT_KEYPOINT_VISIBILITY,
+    OBJECT_KEYPOINT_X,
+    OBJECT_KEYPOINT_Y,
+    OBJECT_MASK,
+    SEGMENTATION_ENCODED,
+    SEGMENTATION_FORMAT,
+)
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
-SEGMENTATION_KEY = "image/segmentation/class/encoded"
-INSTANCE_MASK_KEY = "image/object/mask"
-KEYPOINT_KEYS = ("image/keypoint/x", "image/keypoint/y", "image/keypoint/text")
-OBJECT_KEYPOINT_KEYS = (
-    "image/object/keypoint/x",
-    "image/object/keypoint/y",
-    "image/object/keypoint/visibility",
-    "image/object/keypoint/text",
-)
+_OBJECT_KEYPOINT_KEYS = (OBJECT_KEYPOINT_X, OBJECT_KEYPOINT_Y, OBJECT_KEYPOINT_VISIBILITY, OBJECT_KEYPOINT_TEXT)
 
+# The keys the records carry (converter.sinks.tfrecord_keys), by the type they are parsed as.
 _SCALARS = {
-    "image/encoded": "string",
-    "image/format": "string",
-    "image/height": "int64",
-    "image/width": "int64",
-    "image/filename": "string",
-    "image/source_id": "string",
-    "image/source_key": "string",
-    "image/key/sha256": "string",
+    IMAGE_ENCODED: "string",
+    IMAGE_FORMAT: "string",
+    IMAGE_HEIGHT: "int64",
+    IMAGE_WIDTH: "int64",
+    IMAGE_FILENAME: "string",
+    IMAGE_SOURCE_ID: "string",
+    IMAGE_SOURCE_KEY: "string",
+    IMAGE_SHA256: "string",
 }
 _LISTS = {
-    "image/object/bbox/xmin": "float32",
-    "image/object/bbox/ymin": "float32",
-    "image/object/bbox/xmax": "float32",
-    "image/object/bbox/ymax": "float32",
-    "image/object/class/label": "int64",
-    "image/object/class/text": "string",
-    "image/object/area": "float32",
-    "image/object/is_crowd": "int64",
-    "image/class/label": "int64",
-    "image/class/text": "string",
-    SEGMENTATION_KEY: "string",
-    "image/segmentation/class/format": "string",
-    INSTANCE_MASK_KEY: "string",
-    "image/keypoint/x": "float32",
-    "image/keypoint/y": "float32",
-    "image/keypoint/text": "string",
-    "image/object/keypoint/x": "float32",
-    "image/object/keypoint/y": "float32",
-    "image/object/keypoint/visibility": "int64",
-    "image/object/keypoint/text": "string",
+    BBOX_XMIN: "float32",
+    BBOX_YMIN: "float32",
+    BBOX_XMAX: "float32",
+    BBOX_YMAX: "float32",
+    OBJECT_CLASS_LABEL: "int64",
+    OBJECT_CLASS_TEXT: "string",
+    OBJECT_AREA: "float32",
+    OBJECT_IS_CROWD: "int64",
+    IMAGE_CLASS_LABEL: "int64",
+    IMAGE_CLASS_TEXT: "string",
+    SEGMENTATION_ENCODED: "string",
+    SEGMENTATION_FORMAT: "string",
+    OBJECT_MASK: "string",
+    KEYPOINT_X: "float32",
+    KEYPOINT_Y: "float32",
+    KEYPOINT_TEXT: "string",
+    OBJECT_KEYPOINT_X: "float32",
+    OBJECT_KEYPOINT_Y: "float32",
+    OBJECT_KEYPOINT_VISIBILITY: "int64",
+    OBJECT_KEYPOINT_TEXT: "string",
 }
 
 
@@ -109,43 +132,41 @@ def tf_dataset(dataset: str | os.PathLike[str], split: str = "train") -> tf.data
         parsed = tf.io.parse_single_example(serialized, spec)
         dense = {key: tf.sparse.to_dense(value) if isinstance(value, tf.SparseTensor) else value
                  for key, value in parsed.items()}
-        image = tf.io.decode_image(dense["image/encoded"], channels=3, expand_animations=False)
+        image = tf.io.decode_image(dense[IMAGE_ENCODED], channels=3, expand_animations=False)
         objects = {
-            "bbox": tf.stack([dense[f"image/object/bbox/{edge}"] for edge in ("ymin", "xmin", "ymax", "xmax")], -1),
-            "label": dense["image/object/class/label"],
-            "text": dense["image/object/class/text"],
-            "area": dense["image/object/area"],
-            "is_crowd": dense["image/object/is_crowd"],
+            "bbox": tf.stack([dense[edge] for edge in (BBOX_YMIN, BBOX_XMIN, BBOX_YMAX, BBOX_XMAX)], -1),
+            "label": dense[OBJECT_CLASS_LABEL],
+            "text": dense[OBJECT_CLASS_TEXT],
+            "area": dense[OBJECT_AREA],
+            "is_crowd": dense[OBJECT_IS_CROWD],
         }
-        if OBJECT_KEYPOINT_KEYS[0] in keys:
+        if OBJECT_KEYPOINT_X in keys:
             per_object = int(layout["keypoints_per_object"])
-            x, y, visibility, text = (dense[key] for key in OBJECT_KEYPOINT_KEYS)
+            x, y, visibility, text = (dense[key] for key in _OBJECT_KEYPOINT_KEYS)
             objects["keypoints"] = tf.reshape(tf.stack([y, x], -1), [-1, per_object, 2])  # y, x as the boxes
             objects["keypoint_visibility"] = tf.reshape(visibility, [-1, per_object])
             objects["keypoint_text"] = tf.reshape(text, [-1, per_object])
-        if INSTANCE_MASK_KEY in keys:
+        if OBJECT_MASK in keys:
             objects["mask"] = tf.map_fn(
                 lambda png: tf.io.decode_png(png, channels=1)[..., 0],
-                dense[INSTANCE_MASK_KEY],
+                dense[OBJECT_MASK],
                 fn_output_signature=tf.TensorSpec([None, None], tf.uint8),
             )
         example: dict[str, Any] = {
             "image": image,
-            "height": dense["image/height"],
-            "width": dense["image/width"],
-            "filename": dense["image/filename"],
-            "source_id": tf.strings.to_number(dense["image/source_id"], tf.int64),
-            "source_key": dense["image/source_key"],
+            "height": dense[IMAGE_HEIGHT],
+            "width": dense[IMAGE_WIDTH],
+            "filename": dense[IMAGE_FILENAME],
+            "source_id": tf.strings.to_number(dense[IMAGE_SOURCE_ID], tf.int64),
+            "source_key": dense[IMAGE_SOURCE_KEY],
             "objects": objects,
-            "image_labels": {"label": dense["image/class/label"], "text": dense["image/class/text"]},
+            "image_labels": {"label": dense[IMAGE_CLASS_LABEL], "text": dense[IMAGE_CLASS_TEXT]},
         }
-        if SEGMENTATION_KEY in keys:
-            example["segmentation"] = tf.io.decode_png(dense[SEGMENTATION_KEY][0], channels=1)
-        if KEYPOINT_KEYS[0] in keys:
-            example["keypoints"] = {
-                "xy": tf.stack([dense[KEYPOINT_KEYS[0]], dense[KEYPOINT_KEYS[1]]], -1),
-                "text": dense[KEYPOINT_KEYS[2]],
-            }
+        if SEGMENTATION_ENCODED in keys:
+            example["segmentation"] = tf.io.decode_png(dense[SEGMENTATION_ENCODED][0], channels=1)
+        if KEYPOINT_X in keys:
+            xy = tf.stack([dense[KEYPOINT_X], dense[KEYPOINT_Y]], -1)
+            example["keypoints"] = {"xy": xy, "text": dense[KEYPOINT_TEXT]}
         return example
 
     return tf.data.TFRecordDataset(shard_paths(root, split)).map(decode)

@@ -224,13 +224,12 @@ def materialize(
             f"{image.width}x{image.height}; boxes are normalized by the declared size"
         )
 
-    needs_pixels = options.class_masks or options.instance_masks
     objects: list[EncodedObject] = []
     layers: list[tuple[int, Coverage]] = []
     notes: list[ObjectNote] = []
     for index, obj in enumerate(sample.objects):
         covered = None
-        if obj.has_shape or (needs_pixels and options.instance_masks):
+        if obj.has_shape or options.instance_masks:
             covered = object_coverage(obj, image.height, image.width)
         source_box = _source_box(obj, covered)
         if obj.has_shape and covered is not None and options.class_masks:

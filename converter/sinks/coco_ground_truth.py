@@ -109,8 +109,7 @@ class GroundTruthWriter:
             self.keypoint_names.setdefault(class_id, names)
         self._images.write(fragment.image + "\n")
         for annotation in fragment.annotations:
-            self._annotations.write(f'{{"id":{self._next_annotation_id},{annotation[1:]}\n')
-            self._next_annotation_id += 1
+            self._append_annotation(annotation)
 
     def write_document(self, document: Mapping[str, Any]) -> None:
         """Append a COCO file this module wrote (a scaled-out worker's), renumbering its annotations."""
@@ -120,9 +119,12 @@ class GroundTruthWriter:
         for image in document["images"]:
             self._images.write(_dumps(image) + "\n")
         for annotation in document["annotations"]:
-            without_id = {key: value for key, value in annotation.items() if key != "id"}
-            self._annotations.write(f'{{"id":{self._next_annotation_id},{_dumps(without_id)[1:]}\n')
-            self._next_annotation_id += 1
+            self._append_annotation(_dumps({key: value for key, value in annotation.items() if key != "id"}))
+
+    def _append_annotation(self, annotation: str) -> None:
+        """Spool one annotation (a JSON object without `id`) under the split's next annotation id."""
+        self._annotations.write(f'{{"id":{self._next_annotation_id},{annotation[1:]}\n')
+        self._next_annotation_id += 1
 
     def close(self) -> None:
         self._images.close()

@@ -222,7 +222,6 @@ class _TFRecordSplitWriter:
         names = split_paths(split)
         self.ground_truth = GroundTruthWriter(output_dir, names.coco_file) if extras else None
         self.facts = SplitFacts(names.shard_glob, f"{COCO_FOLDER}/{names.coco_file}" if extras else None)
-        self._extras = extras
         self.shards: tuple[ShardInfo, ...] = ()
 
     def write(self, payload: TFRecordPayload) -> None:
@@ -241,8 +240,8 @@ class _TFRecordSplitWriter:
             samples=sum(shard.records for shard in self.shards),
             entries=(self.folder_name,),
             shards=self.shards,
-            label_map=f"{self.folder_name}/{LABEL_MAP_PBTXT}" if self._extras else None,
-            statistics=self.facts.statistics() if self._extras else None,
+            label_map=f"{self.folder_name}/{LABEL_MAP_PBTXT}" if self.ground_truth is not None else None,
+            statistics=self.facts.statistics() if self.ground_truth is not None else None,
         )
 
 

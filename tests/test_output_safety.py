@@ -89,12 +89,17 @@ def test_a_folder_the_converter_did_not_write_stops_the_run_before_any_work(expo
     assert sorted(path.name for path in (output / STATE_FOLDER).iterdir()) == [LOCK_FILE]  # no work was done
 
 
-@pytest.mark.parametrize("foreign", ["report.json", "tfrecord_train", "dataset_info.yaml"])
+FOREIGN_FOLDERS = ("tfrecord_train", "configs", "coco")  # the training stacks' files are entries too
+
+
+@pytest.mark.parametrize(
+    "foreign", ["report.json", "dataset_info.yaml", "label_map.pbtxt", "features.json", *FOREIGN_FOLDERS]
+)
 def test_another_tools_file_is_kept_unless_overwrite_allows_it(export: Export, tmp_path: Path, foreign: str) -> None:
     output = tmp_path / "out"
     output.mkdir()
     path = output / foreign
-    if foreign == "tfrecord_train":
+    if foreign in FOREIGN_FOLDERS:
         path.mkdir()
         (path / "theirs.tfrecord").write_bytes(b"theirs")
     else:
@@ -107,7 +112,10 @@ def test_another_tools_file_is_kept_unless_overwrite_allows_it(export: Export, t
 
     assert allowed.returncode == 0, allowed.stderr
     assert run("verify", output, "--no-records").returncode == 0
-    assert not (output / "tfrecord_train" / "theirs.tfrecord").exists()
+    if foreign in FOREIGN_FOLDERS:
+        assert not (path / "theirs.tfrecord").exists()
+    else:
+        assert path.read_text(encoding="utf-8") != "theirs"  # the converter's own file replaced it
 
 
 def test_unrelated_files_survive_runs_and_reruns(export: Export, tmp_path: Path) -> None:

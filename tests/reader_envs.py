@@ -15,6 +15,12 @@ once (the second waits, then finds the marker). A reader that cannot be installe
 its tests, saying why; DATASET_CONVERTER_REQUIRE_READERS=1 (set by CI) makes that a
 failure.
 
+Disk: the four venvs take about 13 GB together, fastai's CUDA torch 6 GB of it, and CI
+machines may have less free. Tests that use a reader carry `@pytest.mark.reader(NAME)`;
+conftest.py runs them last, grouped by reader, and under DATASET_CONVERTER_DISPOSE_READERS=1
+(set by CI) removes each venv once its reader's last test has run, so the disk holds one
+reader at a time. pip runs with --no-cache-dir: the venvs are the cache.
+
 The scripts run by `run_reader` live in `tests/readers/` (no `test_` prefix: pytest does
 not collect them); each prints one JSON line last, which `run_reader` returns parsed.
 """
@@ -38,6 +44,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 READERS_ROOT = Path(os.environ.get("DATASET_CONVERTER_READERS_DIR") or PROJECT_ROOT / ".readers")
 SCRIPTS = Path(__file__).resolve().parent / "readers"
 REQUIRE_VARIABLE = "DATASET_CONVERTER_REQUIRE_READERS"
+DISPOSE_VARIABLE = "DATASET_CONVERTER_DISPOSE_READERS"
 
 # Compatible ranges; the versions pip resolved when these were written are in the comments.
 REQUIREMENTS: dict[str, tuple[str, ...]] = {
@@ -61,8 +68,17 @@ class ReaderUnavailableError(Exception):
     """A reader's venv cannot be made here (no index, no network, no disk...)."""
 
 
+def _set(variable: str) -> bool:
+    return os.environ.get(variable, "") not in ("", "0", "false", "no")
+
+
 def _required() -> bool:
-    return os.environ.get(REQUIRE_VARIABLE, "") not in ("", "0", "false", "no")
+    return _set(REQUIRE_VARIABLE)
+
+
+def disposable() -> bool:
+    """Whether each reader's venv is removed after its last test (CI, where the disk may be short)."""
+    return _set(DISPOSE_VARIABLE)
 
 
 def _unavailable(reason: str) -> NoReturn:
@@ -107,7 +123,7 @@ def _install(name: str) -> None:
             stream.write(f"pip install {' '.join(requirements)}\n")
             stream.flush()
             subprocess.run(
-                [str(_python(name)), "-m", "pip", "install", "--progress-bar", "off", *requirements],
+                [str(_python(name)), "-m", "pip", "install", "--no-cache-dir", "--progress-bar", "off", *requirements],
                 check=True,
                 stdout=stream,
                 stderr=subprocess.STDOUT,
@@ -143,6 +159,13 @@ def reader_python(name: str) -> Path:
     if failure is not None:
         _unavailable(failure)
     return _python(name)
+
+
+def dispose(name: str) -> None:
+    """Remove reader `name`'s venv (under its lock); the next use installs it again."""
+    with (READERS_ROOT / f"{name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        shutil.rmtree(_venv(name), ignore_errors=True)
 
 
 def _environment() -> dict[str, str]:

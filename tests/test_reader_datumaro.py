@@ -23,6 +23,8 @@ from builders import convert, load_info
 from pycocotools import mask as mask_utils
 from reader_envs import run_reader
 
+pytestmark = pytest.mark.reader("datumaro")
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = PROJECT_ROOT / "examples" / "sagemaker_gt"
 PIXEL_TOLERANCE = 0.01  # boxes travel as float32 fractions of the image size

@@ -429,7 +429,7 @@ CASES = (
 )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # the reader tests run grouped by reader (conftest.py): built once
 def cases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Case]:
     return _build_cases(tmp_path_factory.mktemp("every-source"))
 
@@ -511,7 +511,7 @@ def _by_output(entries: list[dict[str, Any]], key: str) -> dict[str, dict[str, A
     return {entry[key]: entry for entry in entries}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tfds_loaded(cases: dict[str, Case]) -> dict[str, dict[str, Any]]:
     entries = run_reader("tfds", "tfds_load_each.py", *(case.output for case in cases.values()), timeout=600)
     return _by_output(entries, "out")
@@ -524,7 +524,7 @@ def _model_garden_runs(case: Case) -> list[tuple[str, str]]:
     return [(EXPERIMENTS[name], f"configs/{name}") for name in configs]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def model_garden(cases: dict[str, Case]) -> dict[tuple[str, str], dict[str, Any]]:
     arguments = [
         str(value)
@@ -536,7 +536,7 @@ def model_garden(cases: dict[str, Case]) -> dict[tuple[str, str], dict[str, Any]
     return {(entry["out"], entry["config"]): entry for entry in entries}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def datumaro(cases: dict[str, Case]) -> dict[str, dict[str, Any]]:
     entries = run_reader("datumaro", "datumaro_import_each.py", *(case.output for case in cases.values()), timeout=600)
     return _by_output(entries, "path")
@@ -558,6 +558,7 @@ def _sha256(pixels: npt.NDArray[Any]) -> str:
     return hashlib.sha256(np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()).hexdigest()
 
 
+@pytest.mark.reader("tfds")
 @pytest.mark.parametrize("case", CASES, indirect=True)
 def test_tfds_loads_every_split_as_written(case: Case, tfds_loaded: dict[str, dict[str, Any]]) -> None:
     loaded = _ok(tfds_loaded[str(case.output)], "loaded")
@@ -666,6 +667,7 @@ def _assert_classification(written: Written, document: dict[str, Any], report: d
             assert [label] == ids
 
 
+@pytest.mark.reader("modelgarden")
 @pytest.mark.parametrize("case", CASES, indirect=True)
 def test_model_garden_builds_training_and_evaluation_inputs(
     case: Case, model_garden: dict[tuple[str, str], dict[str, Any]]
@@ -713,6 +715,7 @@ def _rle_mask(rle: dict[str, Any]) -> BoolMask:
     return np.asarray(decoded, dtype=bool)
 
 
+@pytest.mark.reader("datumaro")
 @pytest.mark.parametrize("case", CASES, indirect=True)
 def test_datumaro_imports_the_sources_boxes_and_masks(case: Case, datumaro: dict[str, dict[str, Any]]) -> None:
     found = _ok(datumaro[str(case.output)], "imported")

@@ -14,9 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from builders import BUCKET, load_info, segmentation_line, write_palette_mask
 from reader_envs import run_reader
 from sinks import HEIGHT, SEGMENTATION_COLORS, WIDTH, Expected, Input, segmentation_input
+
+pytestmark = pytest.mark.reader("fastai")
 
 SPLIT_FOLDERS = ("train", "val")
 BATCH_SIZE = 2

@@ -26,6 +26,8 @@ from readback import read_split
 from reader_envs import run_reader
 from sinks import HEIGHT, WIDTH, Input, classification_input, multilabel_input, segmentation_input
 
+pytestmark = pytest.mark.reader("modelgarden")
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = PROJECT_ROOT / "examples" / "sagemaker_gt"
 TRAIN_BATCHES = 2

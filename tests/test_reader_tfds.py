@@ -30,6 +30,8 @@ from converter.core.materialize import RecordOptions
 from converter.core.shard import ShardInfo
 from converter.sinks.tfds_metadata import write_tfds_metadata
 
+pytestmark = pytest.mark.reader("tfds")
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = PROJECT_ROOT / "examples" / "sagemaker_gt"
 TFDS_SPLITS = {"train": "train", "validation": "validation", "test": "test"}  # dataset_info.yaml -> TFDS

@@ -4,8 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 IMAGE ?= dataset-converter:latest
+FULL_IMAGE ?= dataset-converter:full
 
-.PHONY: install demo test lint bench docker-build docker-test clean strace readers-check
+.PHONY: install demo test lint bench docker-build docker-build-full docker-test clean strace readers-check
 
 install: $(INSTALLED)
 
@@ -48,11 +49,23 @@ lint: install
 bench: install
 	$(BIN)/python scripts/bench.py
 
+## The default image: no TensorFlow, at most 500 MB; `verify` checks records with the built-in parser (docs/container.md).
 docker-build:
 	docker build --network host -t $(IMAGE) .
 
+## The `full` target: the same plus TensorFlow (verify parses with it) and the `remote` extra (s3://, gs://), about 2 GB.
+docker-build-full:
+	docker build --network host --target full -t $(FULL_IMAGE) .
+
 docker-test: install
 	DATASET_CONVERTER_REQUIRE_DOCKER=1 $(BIN)/pytest -m container
+
+## The sdist and the wheel in dist/, built by `python -m build` in an isolated environment (it fetches
+## the [build-system] setuptools); the wheel is built from the sdist, so a file the sdist misses fails here.
+.PHONY: dist
+dist: install
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -8,48 +8,45 @@ Logs go to stderr: a progress bar on a terminal, otherwise one JSON object per l
 
 from __future__ import annotations
 
+import difflib
 import enum
-import importlib.util
-import json
 import os
+import re
+import shutil
 import sys
-import time
-from collections import Counter
+import textwrap
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 import yaml
+from typer.core import TyperCommand, TyperGroup
 
 from converter import __version__
+from converter.console import JsonLogEvents, RunContext, TerminalEvents
 from converter.core.classes import load_pinned_classes
-from converter.core.commit import DATASET_INFO, describe_os_error
+from converter.core.commit import DATASET_INFO, OutputFolder, describe_os_error
 from converter.core.finalize import finalize as finalize_parts
 from converter.core.pipeline import ConvertConfig, SkipLimit, run
-from converter.core.report import ReportSummary
+from converter.core.protocols import Sink
 from converter.core.scaleout import NUM_WORKERS_VARIABLE, WORKER_INDEX_VARIABLE, resolve_worker_slice
-from converter.core.secret import Secret, refuse_url_credentials, scrub, scrub_data
+from converter.core.secret import Secret, refuse_url_credentials, scrub
 from converter.core.shard import megabytes_to_bytes
 from converter.core.split import SPLIT_NAMES, parse_split_fractions
-from converter.core.storage import RemotePath, as_location
+from converter.core.storage import as_location
+from converter.core.tasks import TASKS, Task
 from converter.core.verify import verify_dataset
-from converter.errors import ConverterError, SampleLocation, UsageError, quoted
+from converter.errors import ConverterError, UsageError, quoted
 from converter.remote_run import RemoteRun
 from converter.sinks import SINKS
 from converter.sinks.tfrecord import check_record_contents
 from converter.sinks.tfrecord_keys import OBJECT_DETECTION_API
 from converter.sinks.training_stacks import merge_training_stack
-from converter.sources import SOURCES, LocatedExport, SourceOptions
-
-app = typer.Typer(
-    help="Turn annotation exports into training-ready datasets (size-sharded TFRecords, stable splits, a report).",
-    pretty_exceptions_show_locals=False,  # locals may hold credentials; never print them
-    add_completion=False,
-    no_args_is_help=True,
-)
+from converter.sources import SOURCES, LocatedExport, SourceOptions, locate_split_files
 
 OutputFormat = enum.Enum("OutputFormat", {name: name for name in SINKS}, type=str)  # type: ignore[misc]
 SourceFormat = enum.Enum("SourceFormat", {name: name for name in SOURCES}, type=str)  # type: ignore[misc]
+TaskChoice = enum.Enum("TaskChoice", {name: name for name in TASKS}, type=str)  # type: ignore[misc]
 
 IMAGE_CACHE_FOLDER = ".image-cache"
 INPUT_PANEL, SPLIT_PANEL, OUTPUT_PANEL = "Input", "Splits and classes", "Output"
@@ -58,7 +55,11 @@ SCALE_OUT_PANEL = "Parallelism and scale-out"
 LABEL_STUDIO_TOKEN_VARIABLE = "LABEL_STUDIO_API_KEY"
 SCALE_KEY_VARIABLE = "SCALE_API_KEY"
 DEBUG_VARIABLE = "DATASET_CONVERTER_DEBUG"
-SKIPS_LOGGED_PER_CODE = 5  # a million bad lines must not become a million log lines
+PROGRAM = "dataset-converter"
+MESSAGE_CHARACTERS = 600  # one hostile value quoted in a message must not fill the screen
+ROOT_OPTIONS = ("--help", "-h", "--version", "-V", "--install-completion", "--show-completion")
+FLAG_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0"}  # what users write after an on/off flag
+INTERRUPTED = 130  # what shells report for a process ended by Ctrl-C (128 + SIGINT)
 
 
 class RecordLayout(enum.StrEnum):
@@ -104,123 +105,183 @@ def _optional_secret(path: Path | None, variable: str) -> Secret | None:
     return Secret(value) if value else None
 
 
-def _note(events: JsonLogEvents | TerminalEvents, event: str, destination: RemotePath) -> None:
-    """A step after the conversion (uploading a remote output): a JSON event in logs, a line on a terminal."""
-    if isinstance(events, JsonLogEvents):
-        events.log(event, destination=str(destination))
-    else:
-        typer.echo(scrub(f"{event} {destination}"), err=True)
-
-
 def _fail(message: str, code: int) -> NoReturn:
     """The one error line, scrubbed: messages may quote what a server echoed back."""
-    typer.echo(f"ERROR: {scrub(message)}", err=True)
+    typer.echo(_error_line(message), err=True)
     raise typer.Exit(code=code)
 
 
-class JsonLogEvents:
-    """One JSON object per line on stderr: for logs collected by Kubernetes or SageMaker."""
-
-    def __init__(self) -> None:
-        self._total = 0
-        self._done = 0
-        self._last_progress = 0.0
-        self._skips_by_code: Counter[str] = Counter()
-
-    @staticmethod
-    def log(event: str, **fields: Any) -> None:
-        """One event; every string in it scrubbed (skip reasons and destinations may quote URLs or servers)."""
-        line = scrub_data({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": event, **fields})
-        sys.stderr.write(json.dumps(line, ensure_ascii=False) + "\n")
-        sys.stderr.flush()
-
-    def started(self, total_samples: int, already_skipped: int) -> None:
-        self._total = total_samples
-        self.log("started", samples=total_samples, skipped_while_reading=already_skipped)
-
-    def sample_done(self) -> None:
-        self._done += 1
-        now = time.monotonic()
-        if now - self._last_progress >= 10 or self._done == self._total:
-            self._last_progress = now
-            self.log("progress", done=self._done, total=self._total)
-
-    def sample_skipped(self, location: SampleLocation, code: str, reason: str) -> None:
-        """The first few skips of each reason, in full; the rest only counted (report.json lists them all)."""
-        self._skips_by_code[code] += 1
-        count = self._skips_by_code[code]
-        if count <= SKIPS_LOGGED_PER_CODE:
-            self.log("skipped", file=location.file, line=location.line, key=location.key, code=code, reason=reason)
-        if count == SKIPS_LOGGED_PER_CODE:
-            self.log("skipped_quiet", code=code, note="further skips of this code are counted, not logged")
-
-    def finished(self, summary: ReportSummary) -> None:
-        for code, count in sorted(self._skips_by_code.items()):
-            if count > SKIPS_LOGGED_PER_CODE:
-                self.log("skipped_more", code=code, count=count, logged=SKIPS_LOGGED_PER_CODE)
-        self.log("finished", **summary)
+def _error_line(message: str) -> str:
+    """`ERROR: message`: scrubbed, its middle cut when hostile input made it long, wrapped on a terminal."""
+    text = scrub(message)
+    if len(text) > MESSAGE_CHARACTERS:
+        half = MESSAGE_CHARACTERS // 2
+        text = f"{text[:half]} … {text[-half:]}"
+    line = f"ERROR: {text}"
+    if not sys.stderr.isatty():
+        return line  # a log collector keeps the line whole
+    width = max(40, shutil.get_terminal_size().columns)
+    return "\n".join(
+        textwrap.fill(paragraph, width, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False)
+        for paragraph in line.splitlines()
+    )
 
 
-class TerminalEvents:
-    """A progress bar on a terminal; skips are counted on the bar and listed in report.json."""
+def _usage_message(error: typer.TyperException) -> str:
+    """The message of a usage error typer raised, with what to type instead where it can be guessed."""
+    message = str(error).rstrip(".")
+    context = getattr(error, "ctx", None)
+    wrong_choice = re.search(r"'([^']*)' is not one of (.*)$", message)
+    extra = re.search(r"unexpected extra arguments? ?(?:\(s\))? \(([^()]*)\)$", message)
+    if isinstance(error, typer.BadParameter) and (error.param is not None or error.param_hint):
+        opts = getattr(error.param, "opts", None)
+        names = " / ".join(sorted(opts, key=len)) if opts else str(error.param_hint).replace("'", "")
+        if wrong_choice:
+            choices = re.findall(r"'([^']*)'", wrong_choice.group(2))
+            message = f"{names}: {wrong_choice.group(1)!r} is not one of {', '.join(choices)}"
+            message += _did_you_mean(wrong_choice.group(1), choices)
+        else:
+            message = f"{names}: {message}"
+    elif hasattr(error, "option_name") and context is not None:  # an unknown option: the closest known one
+        known = [name for param in context.command.params for name in getattr(param, "opts", [])]
+        message += _did_you_mean(error.option_name, known)
+    elif extra and set(extra.group(1).lower().split()) <= FLAG_WORDS:
+        message += "; on/off options take no value: write the option alone to turn it on, leave it out for off"
+    elif extra and 1 <= len(extra.group(1).split()) <= 2:
+        guess = " ".join(f"{flag} {path}" for flag, path in zip(("-a", "-o"), extra.group(1).split(), strict=False))
+        message += f"; the export and the output are options: did you mean `{guess}`?"
+    command = [PROGRAM, *(context.command_path.split()[1:] if context is not None else [])]
+    help_command = f"`{' '.join(command)} -h`"
+    return f"{message} See {help_command}" if message.endswith("?") else f"{message}; see {help_command}"
 
-    def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self._progress = Progress(
-            TextColumn("converting"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[skipped]} skipped"),
-            TimeRemainingColumn(),
-            transient=True,
+def _did_you_mean(given: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(given, known, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _flags_without_placeholder(params: list[Any]) -> list[Any]:
+    """On/off options take no value, so their help rows show none (typer would show `<bool>`)."""
+    for param in params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    return params
+
+
+class _Command(TyperCommand):
+    """A command whose help shows no value placeholder on its on/off options."""
+
+    def get_params(self, ctx: Any) -> list[Any]:  # ctx: typer's vendored click Context
+        return _flags_without_placeholder(super().get_params(ctx))
+
+
+class _Commands(TyperGroup):
+    """The command group: usage errors (typer's and ours alike) become one `ERROR:` line and exit 2."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_without_placeholder(super().get_params(ctx))
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except typer.TyperException as error:
+            if type(error).__name__ == "NoArgsIsHelpError":  # `dataset-converter` alone: the help, as asked
+                typer.echo(str(error), err=True)
+                sys.exit(2)
+            typer.echo(_error_line(_usage_message(error)), err=True)
+            sys.exit(getattr(error, "exit_code", 2))
+        except typer.Abort:
+            sys.exit(INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(
+    cls=_Commands,
+    pretty_exceptions_show_locals=False,  # locals may hold credentials; never print them
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"{PROGRAM} {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            is_eager=True,
+            callback=_show_version,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Turn annotation exports into training-ready datasets (size-sharded TFRecords, stable splits, a report).
+
+    `dataset-converter -a EXPORT -o OUT` converts: options without a command mean `convert`.
+    `dataset-converter COMMAND -h` explains a command.
+    """
+
+
+def _required_path(value: str | None, option: str, what: str, default: str) -> str:
+    """-a and -o: given, or set by the image (its ENV); outside the image a missing one is a usage error."""
+    if value:
+        return value
+    raise UsageError(
+        f"no {what} given: pass {option} (the default {default} applies only inside the dataset-converter image)"
+    )
+
+
+def _kept_message(output: str, output_dir: Path) -> str:
+    """What an interrupted run left: the commit is atomic, so the previous dataset (if any) is whole."""
+    if (output_dir / DATASET_INFO).is_file():
+        return f"{output} still holds the previous dataset, untouched; nothing of this run was kept"
+    return f"nothing was written to {output}"
+
+
+def _check_task(task: Task | None, instance_masks: bool, output_format: str, sink: Sink[Any]) -> None:
+    """Refuse, before any reading, what the chosen format cannot carry."""
+    if task is not None and instance_masks and task != "instance-segmentation":
+        raise UsageError(
+            f"--instance-masks and --task {task} disagree: --task instance-segmentation writes instance masks"
         )
-        self._task = self._progress.add_task("convert", total=None, skipped=0)
-        self._skipped = 0
-
-    def started(self, total_samples: int, already_skipped: int) -> None:
-        self._progress.update(self._task, total=total_samples)
-        self._progress.start()
-
-    def sample_done(self) -> None:
-        self._progress.advance(self._task)
-
-    def sample_skipped(self, location: SampleLocation, code: str, reason: str) -> None:
-        self._skipped += 1
-        self._progress.update(self._task, skipped=self._skipped)
-
-    def finished(self, summary: ReportSummary) -> None:
-        self._progress.stop()
-        typer.echo(
-            scrub(
-                f"{summary['converted']} of {summary['input_samples']} samples converted "
-                f"({', '.join(f'{split} {count}' for split, count in summary['converted_by_split'].items())}); "
-                f"{summary['skipped']} skipped, {summary['clipped_boxes']} boxes clipped, "
-                f"{summary['dropped_boxes']} dropped; details in report.json"
-            ),
-            err=True,
+    requested = task or ("instance-segmentation" if instance_masks else None)
+    if requested is not None and requested not in sink.supported_tasks:
+        what = "--instance-masks" if task is None else f"--task {task}"
+        raise UsageError(
+            f"{what}: -f {output_format} holds {' or '.join(sorted(sink.supported_tasks))} only; "
+            "-f tfrecord and -f json hold every task"
         )
 
 
-@app.command()
+@app.command(cls=_Command)
 def convert(
     annotations: Annotated[
-        str,
+        str | None,
         typer.Option(
             "-a",
             "--annotations",
+            metavar="PATH|URL",
             envvar="DATASET_CONVERTER_ANNOTATIONS",
             rich_help_panel=INPUT_PANEL,
             help="Annotation file (manifest, COCO or GeoJSON JSON, Label Studio or Scale AI export, mask label map), "
             "or a folder holding exactly one; its format is recognized unless --source says it. May be an "
-            "s3:// or gs:// URL.",
+            "s3:// or gs:// URL. Inside the dataset-converter image: /data_in.",
         ),
-    ] = "/data_in",
+    ] = None,
     images: Annotated[
         str | None,
         typer.Option(
             "-i",
             "--images",
+            metavar="FOLDER|URL",
             envvar="DATASET_CONVERTER_IMAGES",
             rich_help_panel=INPUT_PANEL,
             help="Folder the image references resolve under (or an s3:// or gs:// prefix); default: the -a folder, "
@@ -231,44 +292,60 @@ def convert(
         SourceFormat | None,
         typer.Option(
             "--source",
+            metavar="FORMAT",
             rich_help_panel=INPUT_PANEL,
-            help="Input format; default: recognized from the input.",
+            help=f"Input format, one of {', '.join(SOURCES)}; default: recognized from the input.",
         ),
     ] = None,
     label_attribute: Annotated[
         str | None,
         typer.Option(
             "--label-attribute",
+            metavar="NAME",
             rich_help_panel=INPUT_PANEL,
             help="Ground Truth label attribute to convert when lines carry several (e.g. an adjustment job's).",
         ),
     ] = None,
     output: Annotated[
-        str,
+        str | None,
         typer.Option(
             "-o",
             "--output",
+            metavar="FOLDER|URL",
             envvar="DATASET_CONVERTER_OUTPUT",
             rich_help_panel=OUTPUT_PANEL,
             help="Output folder; created if absent. An s3:// or gs:// prefix is written locally (under TMPDIR) "
-            "first, then uploaded, dataset_info.yaml last.",
+            "first, then uploaded, dataset_info.yaml last. Inside the dataset-converter image: /data_out.",
         ),
-    ] = "/data_out",
+    ] = None,
     output_format: Annotated[
         OutputFormat,
         typer.Option(
             "-f",
             "--format",
+            metavar="FORMAT",
             rich_help_panel=OUTPUT_PANEL,
             help="Output format: tfrecord (shards, see --layout), masterful (Masterful CLI CSV), json (a JSON file "
             "per image), masks (images and same-named PNG class masks); docs/outputs.md describes each.",
         ),
     ] = OutputFormat.tfrecord,  # type: ignore[attr-defined]
+    task: Annotated[
+        TaskChoice | None,
+        typer.Option(
+            "--task",
+            metavar="TASK",
+            rich_help_panel=OUTPUT_PANEL,
+            help="What the records carry: detection (boxes only), segmentation (a class mask per image), "
+            "instance-segmentation (boxes and a mask per object), classification (image labels only) or keypoints; "
+            "default: whatever the export has (every run's first line says what that is).",
+        ),
+    ] = None,
     partition: Annotated[
         float,
         typer.Option(
             "-p",
             "--partition",
+            metavar="MB",
             rich_help_panel=OUTPUT_PANEL,
             min=0.001,
             help="Largest shard size in MB (MiB, 1,048,576 bytes); a shard exceeds it only if one record alone does.",
@@ -297,14 +374,18 @@ def convert(
         typer.Option(
             "-s",
             "--split",
+            metavar="SHARES",
             rich_help_panel=SPLIT_PANEL,
-            help="Validation share (0.2 -> 80/20 train/validation), or train,validation[,test] shares: 0.8,0.1,0.1.",
+            help="Validation share (0.2 -> 80/20 train/validation), train,validation[,test] shares (0.8,0.1,0.1), "
+            "or from-source: -a names a folder of COCO files whose names say their split (instances_val2017.json "
+            "-> validation).",
         ),
     ] = "0.2",
     seed: Annotated[
         int,
         typer.Option(
             "--seed",
+            metavar="N",
             rich_help_panel=SPLIT_PANEL,
             help="Seed of the split and of the record order.",
         ),
@@ -313,6 +394,7 @@ def convert(
         Path | None,
         typer.Option(
             "--classes",
+            metavar="FILE",
             rich_help_panel=SPLIT_PANEL,
             exists=True,
             dir_okay=False,
@@ -331,6 +413,7 @@ def convert(
         str | None,
         typer.Option(
             "--max-skipped",
+            metavar="N|FRACTION",
             rich_help_panel=OUTPUT_PANEL,
             help="Fail (exit 1, no dataset) if more samples are skipped: a count (10) or a fraction (0.05 or 5%).",
         ),
@@ -339,6 +422,7 @@ def convert(
         Overlap,
         typer.Option(
             "--overlap",
+            metavar="RULE",
             rich_help_panel=MASKS_PANEL,
             help="Where shapes overlap in a class mask: later ones paint over earlier (order), the higher "
             "--class-priority wins (priority), or the pixel gets a combination class like Canvas+Obstruction "
@@ -349,6 +433,7 @@ def convert(
         str | None,
         typer.Option(
             "--class-priority",
+            metavar="NAMES",
             rich_help_panel=MASKS_PANEL,
             help="With --overlap priority: comma-separated classes, highest priority first; unlisted classes rank "
             "below them.",
@@ -367,6 +452,7 @@ def convert(
         Path | None,
         typer.Option(
             "--masks",
+            metavar="FOLDER",
             rich_help_panel=INPUT_PANEL,
             file_okay=False,
             help="Mask folders: the folder of masks named like the images; default: masks/ beside the label map.",
@@ -376,6 +462,7 @@ def convert(
         str | None,
         typer.Option(
             "--labelstudio-url",
+            metavar="URL",
             rich_help_panel=LABEL_STUDIO_PANEL,
             help="Pull annotations from a running Label Studio server instead of an export file (needs --project). "
             "Its root URL only: a URL with user:password@ is refused (exit 2), the token comes from "
@@ -384,12 +471,13 @@ def convert(
     ] = None,
     project: Annotated[
         int | None,
-        typer.Option("--project", rich_help_panel=LABEL_STUDIO_PANEL, help="Label Studio project id."),
+        typer.Option("--project", metavar="ID", rich_help_panel=LABEL_STUDIO_PANEL, help="Label Studio project id."),
     ] = None,
     labelstudio_token_path: Annotated[
         Path | None,
         typer.Option(
             "--labelstudio-token-path",
+            metavar="FILE",
             rich_help_panel=LABEL_STUDIO_PANEL,
             exists=True,
             dir_okay=False,
@@ -401,6 +489,7 @@ def convert(
         AnnotationRule,
         typer.Option(
             "--annotation-rule",
+            metavar="RULE",
             rich_help_panel=LABEL_STUDIO_PANEL,
             help="Which annotation of a Label Studio task with several: the ground-truth one, else the newest "
             "(ground-truth-then-newest), the newest, or the oldest.",
@@ -410,6 +499,7 @@ def convert(
         str | None,
         typer.Option(
             "--scale-project",
+            metavar="NAME",
             rich_help_panel=SCALE_PANEL,
             help="Pull completed tasks of this Scale AI project through the API instead of an export file.",
         ),
@@ -418,6 +508,7 @@ def convert(
         list[str] | None,
         typer.Option(
             "--batch",
+            metavar="NAME",
             rich_help_panel=SCALE_PANEL,
             help="Scale AI: only tasks of these batches (repeat); other tasks are left out, not reported.",
         ),
@@ -426,6 +517,7 @@ def convert(
         str | None,
         typer.Option(
             "--created-after",
+            metavar="YYYY-MM-DD",
             rich_help_panel=SCALE_PANEL,
             help="Scale AI: only tasks created on or after this UTC day (YYYY-MM-DD); others are left out unreported.",
         ),
@@ -434,6 +526,7 @@ def convert(
         str | None,
         typer.Option(
             "--created-before",
+            metavar="YYYY-MM-DD",
             rich_help_panel=SCALE_PANEL,
             help="Scale AI: only tasks created before this UTC day (YYYY-MM-DD, exclusive); others are left out "
             "unreported.",
@@ -443,6 +536,7 @@ def convert(
         Path | None,
         typer.Option(
             "--scale-api-key-path",
+            metavar="FILE",
             rich_help_panel=SCALE_PANEL,
             exists=True,
             dir_okay=False,
@@ -454,6 +548,7 @@ def convert(
         str | None,
         typer.Option(
             "--scale-api-url",
+            metavar="URL",
             rich_help_panel=SCALE_PANEL,
             help="Scale AI API base URL, for a proxy or a stand-in server; default: https://api.scale.com/v1.",
         ),
@@ -470,6 +565,7 @@ def convert(
         Path | None,
         typer.Option(
             "--image-cache",
+            metavar="FOLDER",
             rich_help_panel=SCALE_PANEL,
             file_okay=False,
             help="With --download-images: keep downloaded images here and reuse them; default: <output>/.image-cache.",
@@ -479,6 +575,7 @@ def convert(
         RecordLayout,
         typer.Option(
             "--layout",
+            metavar="LAYOUT",
             rich_help_panel=OUTPUT_PANEL,
             help="TFRecord feature names: the Object Detection API's (object-detection-api) or ModelPack's "
             "(modelpack).",
@@ -488,6 +585,7 @@ def convert(
         int | None,
         typer.Option(
             "--workers",
+            metavar="N",
             envvar="DATASET_CONVERTER_WORKERS",
             rich_help_panel=SCALE_OUT_PANEL,
             min=1,
@@ -500,6 +598,7 @@ def convert(
         int | None,
         typer.Option(
             "--num-workers",
+            metavar="N",
             envvar=NUM_WORKERS_VARIABLE,
             rich_help_panel=SCALE_OUT_PANEL,
             min=1,
@@ -512,6 +611,7 @@ def convert(
         int | None,
         typer.Option(
             "--worker-index",
+            metavar="N",
             envvar=WORKER_INDEX_VARIABLE,
             rich_help_panel=SCALE_OUT_PANEL,
             min=0,
@@ -543,9 +643,25 @@ def convert(
         raise typer.BadParameter(
             "--overlap priority and --class-priority go together", param_hint="'--overlap' / '--class-priority'"
         )
-    events = TerminalEvents() if sys.stderr.isatty() else JsonLogEvents()
     remote = RemoteRun()
+    events: TerminalEvents | JsonLogEvents | None = None
     try:
+        pulled = labelstudio_url is not None or scale_project is not None  # tasks come from a server, not -a
+        if pulled and annotations is None and images is None and not download_images:
+            raise UsageError(
+                "tasks pulled from a server need -i/--images (the folder their images resolve under) or "
+                "--download-images"
+            )
+        # a pull's "export" only locates its images: -a if given, else -i
+        export = (
+            annotations or images or "."
+            if pulled
+            else _required_path(annotations, "-a/--annotations", "export", "/data_in")
+        )
+        output = _required_path(output, "-o/--output", "output folder", "/data_out")
+        sink = SINKS[output_format.value](max_shard_bytes)
+        chosen_task: Task | None = task.value if task is not None else None
+        _check_task(chosen_task, instance_masks, output_format.value, sink)
         worker_slice = resolve_worker_slice(num_workers, worker_index)
         if worker_slice is not None and output_format.value != "tfrecord":
             raise UsageError(f"--num-workers {worker_slice.count}: scale-out writes TFRecord shards; use -f tfrecord")
@@ -556,15 +672,25 @@ def convert(
             )
         if worker_slice is not None and absolute_paths:
             raise UsageError("--absolute-paths cannot be combined with --num-workers: parts are merged by finalize")
+        if fractions.from_source and (labelstudio_url is not None or scale_project is not None):
+            raise UsageError("--split from-source takes splits from the names of COCO files; pass shares (-s 0.2)")
         if labelstudio_url is not None:
             refuse_url_credentials(labelstudio_url, "--labelstudio-url")  # before anything can echo the URL
             if project is None:
                 raise UsageError("--labelstudio-url needs --project (the Label Studio project id)")
-            located = LocatedExport("labelstudio", None, as_location(annotations))
+            located = LocatedExport("labelstudio", None, as_location(export))
         elif scale_project is not None:
-            located = LocatedExport("scale", None, as_location(annotations))
+            located = LocatedExport("scale", None, as_location(export))
+        elif fractions.from_source:  # the splits are known from the files' names, before any is read
+            located = locate_split_files(as_location(export), source.value if source else None)
+            fractions = fractions.with_source_splits(located.source_splits())
         else:
-            located = remote.locate_export(annotations, source.value if source else None)
+            located = remote.locate_export(export, source.value if source else None)
+        if masks is not None and located.source_name != "mask_folder":
+            raise UsageError(
+                f"--masks names the masks of a mask-folder export; this export is {located.source_name}, whose "
+                "masks (if any) its annotations name: drop --masks"
+            )
         images_root = as_location(images) if images is not None else located.default_images
         output_dir = remote.output_dir(output, absolute_paths)
         if not images_root.is_dir() and not (download_images and images is None):
@@ -572,6 +698,7 @@ def convert(
             raise UsageError(f"images folder {images_root} does not exist")
         options = SourceOptions(
             annotations=located.annotations,
+            split_files=located.split_files,
             images=images_root,
             images_given=images is not None,
             label_attribute=label_attribute,
@@ -608,17 +735,21 @@ def convert(
             workers=workers,
             worker_slice=worker_slice,
             overwrite=overwrite,
+            task=chosen_task,
         )
-        result = run(
-            remote.source(SOURCES[located.source_name].build(options)),
-            SINKS[output_format.value](max_shard_bytes),
-            config,
-            events,
-        )
+        OutputFolder(output_dir).check_is_folder()  # before the status line: a file there is a typo, not a run
+        context = RunContext(output=output, images=str(images_root))
+        events = TerminalEvents(context) if sys.stderr.isatty() else JsonLogEvents(context)
+        events.reading(str(located.annotations or labelstudio_url or f"Scale AI project {scale_project}"))
+        result = run(remote.source(SOURCES[located.source_name].build(options)), sink, config, events)
         if remote.output is not None:
-            _note(events, "publishing", remote.output)
+            events.note("publishing", str(remote.output))
             remote.publish()
-            _note(events, "published", remote.output)
+            events.note("published", str(remote.output))
+    except KeyboardInterrupt:
+        if events is not None:
+            events.interrupted(_kept_message(output or "", output_dir))
+        raise typer.Exit(code=INTERRUPTED) from None
     except UsageError as error:
         _fail(str(error), code=2)
     except ConverterError as error:
@@ -628,20 +759,21 @@ def convert(
     finally:
         remote.close()
     if not result.succeeded:
-        _fail(f"{result.summary['failure']}; see {as_location(output) / 'report.json'}", code=1)
+        _fail(f"{result.summary['failure']}; see {as_location(output or '') / 'report.json'}", code=1)
 
 
-@app.command()
+@app.command(cls=_Command)
 def verify(
     dataset: Annotated[
         Path,
-        typer.Argument(help="Output folder of a conversion, or its dataset_info.yaml.", exists=True),
+        typer.Argument(help="Output folder of a conversion, or its dataset_info.yaml.", exists=True, metavar="DATASET"),
     ],
     records: Annotated[
         bool,
         typer.Option(
             "--records/--no-records",
-            help="Also parse every TFRecord with TensorFlow and check keys, boxes, class ids (and image hashes).",
+            help="Also parse every TFRecord and check keys, boxes, class ids and image hashes: with TensorFlow "
+            "where it is installed (the -full image), else with the converter's own strict Example parser.",
         ),
     ] = True,
 ) -> None:
@@ -659,16 +791,16 @@ def verify(
     else:
         listed, checked = "files", "every file's sha256 against its split's SHA256SUMS, and counts"
     if records and not problems and sharded:
-        if importlib.util.find_spec("tensorflow") is None:
-            typer.echo("NOTE: TensorFlow is not installed, so record contents were not parsed", err=True)
-        else:
-            shards = [
-                info_path.parent / shard["file"]
-                for split in SPLIT_NAMES
-                for shard in info.get(split, {}).get("shards", [])
-            ]
-            _, problems = check_record_contents(shards, list(info["classes"]), record_layout.get("layout", ""))
-            checked += ", and every record parsed by TensorFlow"
+        shards = [
+            info_path.parent / shard["file"] for split in SPLIT_NAMES for shard in info.get(split, {}).get("shards", [])
+        ]
+        try:
+            check = check_record_contents(shards, list(info["classes"]), record_layout.get("layout", ""))
+        except UsageError as error:
+            _fail(str(error), code=2)
+        problems = check.problems
+        parsed_by = "TensorFlow" if check.parser == "tensorflow" else "the built-in Example parser"
+        checked += f", and every record parsed by {parsed_by}"
     for problem in problems:
         typer.echo(scrub(f"ERROR: {problem}"), err=True)
     if problems:
@@ -676,11 +808,12 @@ def verify(
     typer.echo(f"OK: {verification.records} records in the {listed} listed by {info_path} ({checked})")
 
 
-@app.command()
+@app.command(cls=_Command)
 def finalize(
     output: Annotated[
         str,
         typer.Argument(
+            metavar="OUTPUT",
             help="Output folder (or s3:// / gs:// URI) the workers of a scaled-out run wrote their parts/ into.",
         ),
     ],
@@ -709,7 +842,7 @@ def finalize(
     )
 
 
-@app.command("version")
+@app.command("version", cls=_Command)
 def show_version() -> None:
     """Print the converter's version."""
     typer.echo(__version__)
@@ -718,7 +851,7 @@ def show_version() -> None:
 def main() -> None:
     """Entry point. Options without a command mean `convert` (`dataset-converter -a x -s 0.1`)."""
     arguments = sys.argv[1:]
-    if arguments and arguments[0].startswith("-") and arguments[0] not in ("--help", "-h"):
+    if arguments and arguments[0].startswith("-") and arguments[0] not in ROOT_OPTIONS:
         arguments = ["convert", *arguments]
     try:
         app(args=arguments, prog_name="dataset-converter")

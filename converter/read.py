@@ -130,8 +130,10 @@ def tf_dataset(dataset: str | os.PathLike[str], split: str = "train") -> tf.data
 
     def decode(serialized: tf.Tensor) -> dict[str, Any]:
         parsed = tf.io.parse_single_example(serialized, spec)
-        dense = {key: tf.sparse.to_dense(value) if isinstance(value, tf.SparseTensor) else value
-                 for key, value in parsed.items()}
+        dense = {
+            key: tf.sparse.to_dense(value) if isinstance(value, tf.SparseTensor) else value
+            for key, value in parsed.items()
+        }
         image = tf.io.decode_image(dense[IMAGE_ENCODED], channels=3, expand_animations=False)
         objects = {
             "bbox": tf.stack([dense[edge] for edge in (BBOX_YMIN, BBOX_XMIN, BBOX_YMAX, BBOX_XMAX)], -1),

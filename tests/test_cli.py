@@ -447,7 +447,7 @@ USAGE_ERRORS = [
     (
         "empty-folder",
         lambda tmp: ["-a", str(tmp)],
-        ["no annotation export found", "Ground Truth output manifest", "pass it with -a/--annotations"],
+        ["no annotation export found", "one of sagemaker_gt, labelstudio", "pass it with -a/--annotations"],
     ),
     ("allow-new-without-classes", lambda tmp: [*_good(tmp), "--allow-new-classes"], ["needs --classes"]),
     ("bad-max-skipped", lambda tmp: [*_good(tmp), "--max-skipped", "lots"], ["--max-skipped", "lots"]),
@@ -731,6 +731,8 @@ def test_an_output_folder_that_cannot_be_written_is_a_usage_error_before_any_wor
 
     assert result.exit_code == 2
     message = flat(result.stderr)
-    assert f"cannot write to the output folder {blocker / 'out'}" in message
-    assert "--user" in message
-    assert not any(event["event"] == "started" for event in json_events(result.stderr))
+    assert message == (
+        f"ERROR: -o {blocker / 'out'} lies under {blocker}, which is a file; the output must be a folder "
+        "(it is created if absent)"
+    )
+    assert not any(event["event"] in ("reading", "started") for event in json_events(result.stderr))

@@ -5,6 +5,11 @@ Truth exports are converted inside it with `--network none` and /data_in mounted
 and in-process with the same options; the two outputs must agree byte for byte, apart from
 the input paths they record. Without a reachable Docker engine these tests skip, saying why;
 DATASET_CONVERTER_REQUIRE_DOCKER=1 (set by CI) turns that skip into a failure.
+
+The image under test is the default, small one: no TensorFlow, at most 500 MB, and its
+`verify` still checks every record with the converter's own Example decoder. The `full`
+target (or $DATASET_CONVERTER_FULL_IMAGE) is built too, once, for the tests that show its
+`verify` parses with TensorFlow; both variants must refuse a damaged record.
 """
 
 from __future__ import annotations
@@ -23,16 +28,19 @@ from typing import Any, NoReturn
 import numpy as np
 import pytest
 import yaml
-from builders import dataset_files, image_pixels, write_image
+from builders import STATE_FOLDER, convert, dataset_files, detection_export, image_pixels, write_image
 from labelstudio_tasks import write_stand_in
 from typer.testing import CliRunner
 
 from converter.cli import app
+from converter.formats.tfrecord import frame_record, read_records
 
 pytestmark = pytest.mark.container
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TEST_IMAGE = "dataset-converter:test"
+TEST_FULL_IMAGE = "dataset-converter:test-full"
+SMALL_IMAGE_MAX_BYTES = 500 * 10**6  # MB as Docker counts them
 DATASET_INFO = "dataset_info.yaml"
 REPORT = "report.json"
 RUN_TIMEOUT_S = 300
@@ -75,23 +83,20 @@ def docker_engine() -> None:
         _unavailable(f"no Docker engine reachable at {where}: `docker info` said {info.stderr.strip()[-500:]!r}")
 
 
-@pytest.fixture(scope="session")
-def image(docker_engine: None) -> str:
-    """The image under test: $DATASET_CONVERTER_IMAGE if set, else built from the working tree.
+def _built_image(preset_variable: str, tag: str, *build_options: str) -> str:
+    """The image named by $`preset_variable` if set, else `docker build [build_options]` of the working tree as `tag`.
 
     `--network host` because engines without a bridge network (CI's) have no other network
     to give the build, whose pip needs PyPI. The build's output is shown if it fails.
     """
-    preset = os.environ.get("DATASET_CONVERTER_IMAGE")
+    preset = os.environ.get(preset_variable)
     if preset:
         inspected = _docker("image", "inspect", preset)
         if inspected.returncode != 0:
-            pytest.fail(
-                f"DATASET_CONVERTER_IMAGE={preset} is not an image of this engine: {inspected.stderr}", pytrace=False
-            )
+            pytest.fail(f"{preset_variable}={preset} is not an image of this engine: {inspected.stderr}", pytrace=False)
         return preset
     build = subprocess.run(
-        ["docker", "build", "--network", "host", "-t", TEST_IMAGE, str(PROJECT_ROOT)],
+        ["docker", "build", "--network", "host", *build_options, "-t", tag, str(PROJECT_ROOT)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -102,7 +107,19 @@ def image(docker_engine: None) -> str:
             f"`docker build` exited {build.returncode}; the end of its output:\n{build.stdout[-BUILD_OUTPUT_SHOWN:]}",
             pytrace=False,
         )
-    return TEST_IMAGE
+    return tag
+
+
+@pytest.fixture(scope="session")
+def image(docker_engine: None) -> str:
+    """The image under test, the default (small) one: $DATASET_CONVERTER_IMAGE if set, else built."""
+    return _built_image("DATASET_CONVERTER_IMAGE", TEST_IMAGE)
+
+
+@pytest.fixture(scope="session")
+def full_image(docker_engine: None) -> str:
+    """The `full` target, with TensorFlow: $DATASET_CONVERTER_FULL_IMAGE if set, else built."""
+    return _built_image("DATASET_CONVERTER_FULL_IMAGE", TEST_FULL_IMAGE, "--target", "full")
 
 
 def _run_container(
@@ -322,7 +339,8 @@ def test_container_output_equals_the_package_output(conversion: Conversion) -> N
 def test_verify_in_the_container_accepts_its_output(conversion: Conversion, image: str) -> None:
     """Run as the image's own non-root user, on a read-only mount: reading needs no write access.
 
-    `verify` parses every record with the image's TensorFlow, so this also proves the image's TensorFlow works.
+    The image has no TensorFlow: `verify` parses every record with the converter's own decoder,
+    and says nothing on stderr.
     """
     result = _succeeded(
         _run_container(
@@ -330,7 +348,7 @@ def test_verify_in_the_container_accepts_its_output(conversion: Conversion, imag
         )
     )
     assert f"OK: {conversion.export.samples} records" in result.stdout
-    assert not result.stderr, "TensorFlow's start-up notices should be silenced (TF_ENABLE_ONEDNN_OPTS=0)"
+    assert not result.stderr
 
 
 def test_container_without_arguments_converts_the_mounted_export(
@@ -346,7 +364,7 @@ def test_container_without_arguments_converts_the_mounted_export(
     assert info["split"] == {"train": 0.8, "validation": 0.2}
     assert json.loads((tmp_path / REPORT).read_text(encoding="utf-8"))["summary"]["status"] == "ok"
     events = [json.loads(line)["event"] for line in result.stderr.splitlines()]  # JSON lines, nothing else
-    assert events[0] == "started" and events[-1] == "finished"
+    assert events[:3] == ["reading", "plan", "started"] and events[-1] == "finished"
     owners = {path.stat().st_uid for path in tmp_path.rglob("*")}
     assert owners == {os.getuid()}, "--user should make the output the caller's"
 
@@ -356,3 +374,84 @@ def test_image_runs_as_a_numeric_non_root_user(image: str) -> None:
     user = _succeeded(_docker("image", "inspect", "--format", "{{.Config.User}}", image)).stdout.strip()
     uid = user.split(":")[0]
     assert uid.isdigit() and uid != "0", f"the image's USER is {user!r}"
+
+
+# --- the two variants --------------------------------------------------------------------------
+
+
+def _image_environment(image: str) -> dict[str, str]:
+    listed = json.loads(_succeeded(_docker("image", "inspect", "--format", "{{json .Config.Env}}", image)).stdout)
+    return dict(entry.split("=", 1) for entry in listed)
+
+
+def test_the_small_image_fits_in_500_mb(image: str) -> None:
+    size = int(_succeeded(_docker("image", "inspect", "--format", "{{.Size}}", image)).stdout)
+    assert size <= SMALL_IMAGE_MAX_BYTES, f"the default image is {size / 1e6:.0f} MB"
+
+
+@pytest.mark.parametrize(("variant", "tensorflow"), [("small", False), ("full", True)])
+def test_each_variant_says_what_it_is_and_has_tensorflow_or_not(
+    variant: str, tensorflow: bool, image: str, request: pytest.FixtureRequest
+) -> None:
+    under_test = image if variant == "small" else request.getfixturevalue("full_image")
+    environment = _image_environment(under_test)
+    assert environment["DATASET_CONVERTER_IMAGE_VARIANT"] == variant
+    # The contract of both: the CLI reads these to know it runs inside the image.
+    assert environment["DATASET_CONVERTER_ANNOTATIONS"] == "/data_in"
+    assert environment["DATASET_CONVERTER_OUTPUT"] == "/data_out"
+    found = _docker(
+        "run", "--rm", "--network", "none", "--entrypoint", "python", under_test,
+        "-c", "import importlib.util; print(importlib.util.find_spec('tensorflow') is not None)",
+    )  # fmt: skip
+    assert _succeeded(found).stdout.strip() == str(tensorflow)
+
+
+PARSER_NAMES = {"builtin": "the built-in Example parser", "tensorflow": "TensorFlow"}  # as verify names them
+
+
+@pytest.fixture(scope="module")
+def converted_in_process(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TFRecord dataset written by the installed package, several shards per split."""
+    export = detection_export(tmp_path_factory.mktemp("export"), 12)
+    export.write()
+    output = tmp_path_factory.mktemp("converted") / "out"
+    result = convert("-a", export.manifest, "-i", export.images, "-o", output, "-s", "0.5", "-p", "0.01")
+    assert result.exit_code == 0, result.stderr
+    return output
+
+
+def _with_a_damaged_example(dataset: Path, copy: Path) -> Path:
+    """A copy of `dataset` whose first record's Example is cut short, framed with sound CRCs and listed in
+    dataset_info.yaml with its new size and sha256: only parsing the record can find the damage."""
+    shutil.copytree(dataset, copy, ignore=shutil.ignore_patterns(STATE_FOLDER))  # links followed: plain folders
+    info = yaml.safe_load((copy / DATASET_INFO).read_text(encoding="utf-8"))
+    listed = info["train"]["shards"][0]
+    shard = copy / listed["file"]
+    with shard.open("rb") as stream:
+        payloads = list(read_records(stream))
+    payloads[0] = payloads[0][:-5]
+    shard.write_bytes(b"".join(frame_record(payload) for payload in payloads))
+    listed["bytes"] = shard.stat().st_size
+    listed["sha256"] = hashlib.sha256(shard.read_bytes()).hexdigest()
+    (copy / DATASET_INFO).write_text(yaml.safe_dump(info, sort_keys=False), encoding="utf-8")
+    return copy
+
+
+@pytest.mark.parametrize(("variant", "parser"), [("small", "builtin"), ("full", "tensorflow")])
+def test_verify_in_each_variant_parses_every_record_and_refuses_a_damaged_one(
+    variant: str, parser: str, image: str, converted_in_process: Path, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    under_test = image if variant == "small" else request.getfixturevalue("full_image")
+    info = yaml.safe_load((converted_in_process / DATASET_INFO).read_text(encoding="utf-8"))
+    records = info["train"]["samples"] + info["validation"]["samples"]
+
+    good = _succeeded(_run_container(under_test, ["verify", "/data_out"], data_out=converted_in_process))
+    assert f"OK: {records} records" in good.stdout
+    assert f"every record parsed by {PARSER_NAMES[parser]}" in good.stdout
+    assert not good.stderr, "TensorFlow's start-up notices should be silenced (TF_ENABLE_ONEDNN_OPTS=0)"
+
+    damaged = _with_a_damaged_example(converted_in_process, tmp_path / "damaged")
+    shard = Path(info["train"]["shards"][0]["file"]).name
+    refused = _run_container(under_test, ["verify", "/data_out"], data_out=damaged, read_only_output=True)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"{shard} record 0: not a tf.train.Example" in refused.stderr

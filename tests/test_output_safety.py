@@ -335,8 +335,19 @@ def test_workers_exit_within_seconds_of_the_converters_death(tmp_path: Path) -> 
         export.add_annotation(image_id, 1, segmentation=[polygon], bbox=[10, 10, 1490, 1090])
     export.write()
     process = subprocess.Popen(
-        [str(BIN), "convert", "-a", str(export.path), "-i", str(export.image_folder), "-o", str(tmp_path / "out"),
-         "--workers", "2", "--instance-masks"],
+        [
+            str(BIN),
+            "convert",
+            "-a",
+            str(export.path),
+            "-i",
+            str(export.image_folder),
+            "-o",
+            str(tmp_path / "out"),
+            "--workers",
+            "2",
+            "--instance-masks",
+        ],
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60

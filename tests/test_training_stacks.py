@@ -213,9 +213,7 @@ def test_coco_ground_truth_matches_the_records_and_scores_ap_1_against_itself(
             assert x / width == pytest.approx(xmin, abs=1e-6) and w > 0 and h > 0 and y >= 0
 
     for iou_type in ("bbox", "segm"):
-        detections = [
-            {**a, "score": 1.0} for a in ground_truth.loadAnns(ground_truth.getAnnIds()) if not a["iscrowd"]
-        ]
+        detections = [{**a, "score": 1.0} for a in ground_truth.loadAnns(ground_truth.getAnnIds()) if not a["iscrowd"]]
         evaluation = COCOeval(ground_truth, ground_truth.loadRes(detections), iou_type)
         with contextlib.redirect_stdout(io.StringIO()):
             evaluation.evaluate()
@@ -262,8 +260,9 @@ def test_configs_point_at_the_written_files_with_the_dataset_numbers(tmp_path: P
     ]
     assert task["annotation_file"] == "coco/instances_val.json" and (output / task["annotation_file"]).is_file()
     assert task["train_data"]["decoder"]["simple_decoder"]["regenerate_source_id"] is False
-    assert retinanet["trainer"]["validation_steps"] * task["validation_data"]["global_batch_size"] >= (
-        info["validation"]["samples"]
+    assert (
+        retinanet["trainer"]["validation_steps"] * task["validation_data"]["global_batch_size"]
+        >= (info["validation"]["samples"])
     )
     od_api = (output / "configs" / "object_detection_api.config").read_text()
     assert f"num_classes: {len(info['classes'])}" in od_api
@@ -353,6 +352,7 @@ def test_tf_dataset_decodes_images_boxes_labels_and_masks(tmp_path: Path) -> Non
 
 # ---------------------------------------------------------------------------
 # Keypoints of objects (COCO's person keypoints)
+
 
 def test_object_keypoints_are_written_per_object_as_the_object_detection_api_reads_them(tmp_path: Path) -> None:
     export, keypoints_by_annotation = person_keypoints_export(tmp_path / "coco")

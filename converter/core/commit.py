@@ -166,6 +166,7 @@ class OutputFolder:
         `flock` locks belong to the open file, so the kernel drops the lock of a process
         that dies, however it dies: a stale lock file is simply taken over.
         """
+        self.check_is_folder()
         try:
             self.state.mkdir(parents=True, exist_ok=True)
             descriptor = os.open(self.state / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -188,6 +189,27 @@ class OutputFolder:
             yield
         finally:
             os.close(descriptor)  # releases the lock
+
+    def check_is_folder(self) -> None:
+        """Refuse an output path that is a file, or lies under one, before anything is read or created.
+
+        `mkdir` would fail there too, but with "File exists" or "Not a directory", which reads
+        like a permission problem; the fix is another path, not another user.
+        """
+        for path in (self.root, *self.root.parents):
+            try:
+                if not path.exists():
+                    continue
+                if path.is_dir():
+                    return
+            except OSError:  # not even inspectable (permissions): mkdir reports it
+                return
+            if path == self.root:
+                raise UsageError(f"-o {self.root} is a file; the output must be a folder (it is created if absent)")
+            raise UsageError(
+                f"-o {self.root} lies under {path}, which is a file; the output must be a folder "
+                "(it is created if absent)"
+            )
 
     # --- the previous dataset and what may be replaced --------------------------------------
 

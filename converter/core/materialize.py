@@ -349,9 +349,7 @@ def _object_keypoints(
         if visibility == 0:
             x = y = 0.0
         points.append(
-            EncodedObjectKeypoint(
-                point.name, x * scale[0], y * scale[1], x / frame_width, y / frame_height, visibility
-            )
+            EncodedObjectKeypoint(point.name, x * scale[0], y * scale[1], x / frame_width, y / frame_height, visibility)
         )
     return tuple(points)
 

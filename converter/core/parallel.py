@@ -115,9 +115,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _start_worker(
-    parent_pid: int, initializer: Callable[..., None] | None, initargs: tuple[Any, ...]
-) -> None:
+def _start_worker(parent_pid: int, initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
     watch_parent(parent_pid)
     if initializer is not None:
         initializer(*initargs)

@@ -46,6 +46,7 @@ from converter.core.report import Report, ReportSummary
 from converter.core.sample import Sample, SkippedSample, SourceContents
 from converter.core.scaleout import PART_MANIFEST, PARTS_FOLDER, WorkerSlice
 from converter.core.split import SplitFractions, SplitName, assign_split, seeded_order
+from converter.core.tasks import Task, choose_contents, for_classification
 from converter.core.worker import ConvertedSample, FailedSample, WorkerSettings, convert_sample, install
 from converter.errors import ConverterError, SampleLocation, UsageError, quoted
 
@@ -108,12 +109,21 @@ class ConvertConfig:
     workers: int | None = 1  # worker processes; None: chosen from the CPUs and the work (`_pool_size`)
     worker_slice: WorkerSlice | None = None  # scale-out: convert only this slice, into parts/<part_name>
     overwrite: bool = False  # replace paths in the output folder that the converter did not write
+    task: Task | None = None  # what the records carry (`converter.core.tasks`); None: what the data has
 
 
 class RunEvents(Protocol):
     """What the pipeline tells the user interface while it runs."""
 
+    def planned(self, writes: list[str], hint: str | None) -> None:
+        """Once the export is read: what the records will carry, and how to change it."""
+        ...
+
     def started(self, total_samples: int, already_skipped: int) -> None: ...
+
+    def warning(self, message: str) -> None:
+        """Something the user should know about the whole run (not one sample: those go to the report)."""
+        ...
 
     def sample_done(self) -> None: ...
 
@@ -147,10 +157,10 @@ class _ClassCounts:
 
 
 def _plan_splits(samples: Sequence[Sample], config: ConvertConfig) -> dict[SplitName, list[Sample]]:
-    """Each split's samples, in the seeded record order."""
+    """Each split's samples (by the key's hash, or from source by their file's split), in the seeded record order."""
     plan: dict[SplitName, list[Sample]] = {split: [] for split in config.fractions.active_splits()}
     for sample in samples:
-        plan[assign_split(sample.key, config.seed, config.fractions)].append(sample)
+        plan[assign_split(sample.key, config.seed, config.fractions, sample.source_split)].append(sample)
     return {
         split: [members[index] for index in seeded_order([sample.key for sample in members], config.seed)]
         for split, members in plan.items()
@@ -396,8 +406,8 @@ def _convert_with_report(
 ) -> _Outcome:
     record_source_skips = config.worker_slice is None or config.worker_slice.index == 0
     read = _read_source(source, report, events, config.max_skipped, record_source_skips)
-    contents = read.contents
-    if contents is None:
+    export = read.contents
+    if export is None:
         return _failed(
             staging,
             report,
@@ -406,12 +416,12 @@ def _convert_with_report(
             f"reading stopped once {read.skipped} input samples were skipped, more than --max-skipped allows; "
             "no dataset was written (the summary counts only what was skipped before reading stopped)",
         )
-    classes = build_class_list(contents.native_class_order, config.pinned_classes, config.allow_new_classes)
+    classes = build_class_list(export.native_class_order, config.pinned_classes, config.allow_new_classes)
 
-    for annotation_note in contents.annotation_notes if record_source_skips else ():
+    for annotation_note in export.annotation_notes if record_source_skips else ():
         report.add_object_note(annotation_note.location, None, annotation_note.code, annotation_note.message)
     admitted = []
-    for sample in contents.samples:
+    for sample in export.samples:
         unknown = [name for name in sample.class_names() if name not in classes]
         if unknown:
             if not record_source_skips:  # not this worker's to report: worker 0 reports it
@@ -428,23 +438,33 @@ def _convert_with_report(
     unknown_priority = [name for name in config.class_priority if name not in classes]
     if unknown_priority:
         raise UsageError(f"--class-priority names classes this run does not have: {', '.join(unknown_priority)}")
+    if config.task == "classification":
+        admitted = [for_classification(sample) for sample in admitted]
+    contents = choose_contents(config.task, admitted, config.instance_masks)
+    events.planned(list(contents.writes), contents.hint)
     options = RecordOptions(
-        class_masks=any(sample.has_mask for sample in admitted),
-        instance_masks=config.instance_masks,
-        keypoints=any(sample.keypoints for sample in admitted),
+        class_masks=contents.class_masks,
+        instance_masks=contents.instance_masks,
+        keypoints=contents.keypoints,
         overlap=config.overlap,
         class_priority=config.class_priority,
         layout=config.layout,
-        objects=any(sample.objects for sample in admitted),
+        objects=contents.objects,
         absolute_root=config.output_dir.absolute() if config.absolute_paths else None,
-        keypoints_per_object=max(
-            (len(obj.keypoints) for sample in admitted for obj in sample.objects), default=0
-        ),
+        keypoints_per_object=max((len(obj.keypoints) for sample in admitted for obj in sample.objects), default=0)
+        if contents.object_keypoints
+        else 0,
     )
     combinations = CombinationClasses(classes.names) if config.overlap == "combine" else None
-    input_samples = len(contents.samples) + read.skipped
+    input_samples = len(export.samples) + read.skipped
     allowed_skips = config.max_skipped.allowed(input_samples) if config.max_skipped else None
     plan = _plan_splits(admitted, config)
+    for split, members in plan.items():
+        if admitted and not members and record_source_skips:
+            events.warning(
+                f"{split} gets none of the {len(admitted)} samples: each sample's split comes from a stable hash "
+                "of its key, so a small export can leave a split empty; convert more samples or change -s/--split"
+            )
     if config.worker_slice is not None:
         plan = {split: members[slice(*config.worker_slice.bounds(len(members)))] for split, members in plan.items()}
     _check_free_space(staging, plan)
@@ -490,7 +510,7 @@ def _convert_with_report(
         sink.describe_layout(options),
         _masks_description(config, combinations) if options.class_masks else None,
         {
-            **contents.description,
+            **export.description,
             "samples": input_samples,
             "converted": summary["converted"],
             "skipped": summary["skipped"],

@@ -16,6 +16,7 @@ from converter.core.materialize import EncodedSample, RecordOptions
 from converter.core.sample import SkipHandler, SourceContents
 from converter.core.shard import ShardInfo
 from converter.core.split import SplitName
+from converter.core.tasks import Task
 
 Payload = TypeVar("Payload")
 Payload_contra = TypeVar("Payload_contra", contravariant=True)
@@ -91,6 +92,8 @@ class Sink(Protocol[Payload]):
     worker process to the parent, so a sink whose records are the image bytes plus a little
     (TFRecord) encodes them completely in the worker, and the parent only appends them.
     """
+
+    supported_tasks: frozenset[Task]  # what this format's records can carry (`--task`; --instance-masks)
 
     def record_encoder(self, options: RecordOptions) -> RecordEncoder[Payload]: ...
 

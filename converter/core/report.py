@@ -154,9 +154,7 @@ class Report:
         for warning in document["warnings"]:
             self.add_warning_entry(warning)
 
-    def summary(
-        self, *, input_samples: int, converted_by_split: dict[str, int], failure: str | None
-    ) -> ReportSummary:
+    def summary(self, *, input_samples: int, converted_by_split: dict[str, int], failure: str | None) -> ReportSummary:
         return {
             "status": "failed" if failure else "ok",
             "input_samples": input_samples,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from converter.core.split import SplitName
 from converter.core.storage import RemotePath
 from converter.errors import SampleLocation, quoted
 
@@ -231,6 +232,8 @@ class Sample:
     `image_path` is a local file, or an object in a bucket (read where it lies, never copied).
     `image_id` is the export's own numeric image id (COCO's), which becomes the record's
     `image/source_id`; without one the id is derived from the key (`converter.core.image_ids`).
+    `source_split` is the split the sample's export file names (COCO's `instances_val2017.json`),
+    set only when the run takes splits from the files (`--split from-source`) instead of the hash.
     """
 
     key: str
@@ -244,6 +247,7 @@ class Sample:
     segmentation: SegmentationMask | None = None
     attributes: tuple[tuple[str, str], ...] = field(default=())
     image_id: int | None = None
+    source_split: SplitName | None = None
 
     def __post_init__(self) -> None:
         if self.image_id is not None and not 0 <= self.image_id < 2**63:

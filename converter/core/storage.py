@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
 REMOTE_SCHEMES = ("s3", "gs", "gcs")
+IMAGE_VARIANT_VARIABLE = "DATASET_CONVERTER_IMAGE_VARIANT"  # the Dockerfile sets it: small or full
 PUBLISHING_MARKER = ".dataset-converter-publishing.yaml"
 """Lists, while a publish runs, every entry it may leave half-written; the next publish removes them."""
 
@@ -168,8 +169,13 @@ def filesystem(protocol: str) -> AbstractFileSystem:
     try:
         return fsspec.filesystem(protocol)
     except ImportError:
+        if os.environ.get(IMAGE_VARIANT_VARIABLE) == "small":  # set by the Dockerfile's default stage
+            raise UsageError(
+                f"{protocol}:// needs s3fs and gcsfs, which the small dataset-converter image leaves out: run the "
+                "full image (docker build --target full, make docker-build-full), or mount the data"
+            ) from None
         raise UsageError(
-            f"{protocol}:// needs the `remote` extra: pip install 'dataset-converter[remote]' (s3fs, gcsfs)"
+            f"{protocol}:// needs the `remote` extra: pip install '.[remote]' from a clone (s3fs, gcsfs)"
         ) from None
 
 

@@ -17,11 +17,15 @@ does not list (a stray shard that a glob would read), or a split folder it does 
 stay inside the dataset folder, links followed: verify never reads a file elsewhere, whatever
 a damaged or hostile dataset_info.yaml says. What an interrupted conversion left (a
 generation nothing points at, a dangling link) is named as a note: the next run removes it.
+
+A folder with no dataset_info.yaml holds no dataset: that is one problem, which says why
+when the folder's report.json is a failed run's (a failed run commits only its report).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -30,12 +34,17 @@ from typing import Any
 
 import yaml
 
-from converter.core.commit import CURRENT_LINK, LOCK_FILE, REPORT, STATE_FOLDER
+from converter.core.commit import CURRENT_LINK, DATASET_INFO, LOCK_FILE, REPORT, STATE_FOLDER
 from converter.core.split import SPLIT_NAMES
 from converter.errors import quoted
 from converter.formats.tfrecord import CorruptRecordError, read_records
 
 _CHUNK_BYTES = 1 << 20
+# report.json starts with its summary (`Report.write`), and the entries after it may take
+# gigabytes: the summary is parsed from the file's head alone.
+_REPORT_HEAD_BYTES = 1 << 16
+_REPORT_START = re.compile(r'\s*\{\s*"summary"\s*:\s*')
+_FAILURE_CHARACTERS = 300  # of a failure shown in the one-line problem
 _CHECKSUM_LINE = re.compile(r"([0-9a-f]{64})  (.+)")
 _SPLIT_TOKEN = re.compile(r"(?<![a-z])(train|validation|val|test)(?![a-z])")
 
@@ -207,9 +216,42 @@ def _leftovers(base: Path) -> list[str]:
     return notes
 
 
+def _failure_of_last_run(report: Path) -> str | None:
+    """The `failure` in report.json's summary; None when there is none or the report cannot be read."""
+    try:
+        with report.open("rb") as stream:
+            head = stream.read(_REPORT_HEAD_BYTES).decode("utf-8", "replace")
+    except OSError:
+        return None
+    start = _REPORT_START.match(head)
+    if start is None:
+        return None
+    try:
+        summary, _ = json.JSONDecoder().raw_decode(head, start.end())
+    except json.JSONDecodeError:
+        return None
+    failure = summary.get("failure") if isinstance(summary, dict) else None
+    if not isinstance(failure, str) or not failure.strip():
+        return None
+    one_line = " ".join(failure.split())
+    return one_line if len(one_line) <= _FAILURE_CHARACTERS else quoted(one_line, _FAILURE_CHARACTERS)
+
+
+def _no_dataset(folder: Path) -> str:
+    """Why a folder without dataset_info.yaml has no dataset, and what to do: one line."""
+    report = folder / REPORT
+    failure = _failure_of_last_run(report)
+    if failure is not None:
+        return f"no dataset here: {folder} has no {DATASET_INFO}; the last run failed: {failure}; see {report}"
+    return f"no dataset here: {folder} has no {DATASET_INFO}; convert into it first"
+
+
 def verify_dataset(dataset_info_path: Path) -> Verification:
     """Check a dataset against its dataset_info.yaml; no problems means it is intact and complete."""
     result = Verification()
+    if not os.path.lexists(dataset_info_path):  # a dangling link is a damaged dataset, not an absent one
+        result.problems.append(_no_dataset(dataset_info_path.parent))
+        return result
     try:
         info = yaml.safe_load(dataset_info_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:

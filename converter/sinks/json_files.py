@@ -26,6 +26,7 @@ from converter.core.materialize import EncodedObject, EncodedSample, RecordOptio
 from converter.core.protocols import RecordEncoder, SplitOutput
 from converter.core.sample import ObjectAnnotation, Polygon
 from converter.core.split import SplitName
+from converter.core.tasks import TASKS, Task
 from converter.sinks._files import (
     IMAGES_FOLDER,
     MASK_SUFFIX,
@@ -158,6 +159,8 @@ class _JsonSplitWriter:
 
 class JsonFilesSink:
     """`-f json`: images, one JSON file per image and PNG masks, in one folder per split."""
+
+    supported_tasks: frozenset[Task] = frozenset(TASKS)
 
     def __init__(self, max_shard_bytes: int) -> None:
         """One file per image is not sharded; the cap is accepted so every sink is built alike."""

@@ -23,6 +23,7 @@ from typing import Any
 from converter.core.materialize import EncodedSample, RecordOptions
 from converter.core.protocols import RecordEncoder, SplitOutput
 from converter.core.split import SplitName
+from converter.core.tasks import Task
 from converter.errors import UsageError
 from converter.sinks._files import (
     IMAGES_FOLDER,
@@ -69,6 +70,8 @@ class _MaskSplitWriter:
 class MasksSink:
     """`-f masks`: images and same-named PNG class masks per split, with fastai's codes.txt."""
 
+    supported_tasks: frozenset[Task] = frozenset({"segmentation"})
+
     def __init__(self, max_shard_bytes: int) -> None:
         """Image and mask files are not sharded; the cap is accepted so every sink is built alike."""
 
@@ -81,8 +84,6 @@ class MasksSink:
                 "-f masks writes class masks, and no sample of this run has one (a mask file, a polygon, an RLE "
                 "or a brush); plain boxes are not segmentations: use -f json or -f tfrecord for them"
             )
-        if options.instance_masks:
-            raise UsageError("--instance-masks: -f masks holds one class mask per image; use -f json or -f tfrecord")
         return _MaskSplitWriter(output_dir, split)
 
     def check_class_names(self, class_names: Sequence[str]) -> None:

@@ -43,6 +43,7 @@ from converter.core.classes import FIRST_CLASS_ID
 from converter.core.materialize import EncodedSample, RecordOptions
 from converter.core.protocols import RecordEncoder, SplitOutput
 from converter.core.split import SplitName
+from converter.core.tasks import Task
 from converter.errors import UsageError
 from converter.sinks._files import (
     IMAGES_FOLDER,
@@ -128,6 +129,8 @@ class _MasterfulSplitWriter:
 class MasterfulSink:
     """`-f masterful`: Masterful CLI records and label map, images copied into split folders."""
 
+    supported_tasks: frozenset[Task] = frozenset({"detection", "segmentation", "classification"})
+
     def __init__(self, max_shard_bytes: int) -> None:
         """Masterful's records are not sharded; the cap is accepted so every sink is built alike."""
         self._task: MasterfulTask | None = None
@@ -138,8 +141,6 @@ class MasterfulSink:
         return pass_through
 
     def open_split(self, output_dir: Path, split: SplitName, options: RecordOptions) -> _MasterfulSplitWriter:
-        if options.instance_masks:
-            raise UsageError("--instance-masks: Masterful's CSV has no place for instance masks; use -f json")
         self._task = masterful_task(options)
         self._splits.append(split)
         self._absolute_root = options.absolute_root

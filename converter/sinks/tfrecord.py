@@ -24,18 +24,29 @@ Both tables of feature names live in this module, beside the checks `verify` run
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from converter.core.classes import FIRST_CLASS_ID
 from converter.core.materialize import EncodedObject, EncodedSample, RecordOptions
 from converter.core.protocols import SplitOutput
 from converter.core.shard import ShardInfo
 from converter.core.split import SplitName
-from converter.errors import UsageError
-from converter.formats.tfrecord import BytesFeature, Feature, FloatFeature, Int64Feature, encode_record
+from converter.core.tasks import TASKS, Task
+from converter.errors import UsageError, quoted
+from converter.formats.example_proto import DecodedFeatures, ExampleDecodeError, decode_example
+from converter.formats.tfrecord import (
+    BytesFeature,
+    CorruptRecordError,
+    Feature,
+    FloatFeature,
+    Int64Feature,
+    encode_record,
+    read_records,
+)
 from converter.sinks._files import check_unicode_names
 from converter.sinks._sharded_file import ShardedFileWriter
 from converter.sinks.coco_ground_truth import COCO_FOLDER, GroundTruthFragment, GroundTruthWriter, sample_fragment
@@ -102,6 +113,7 @@ _MODELPACK_KEYS = (
     MODELPACK_BBOXES,
 )
 MODELPACK_VALUES_PER_BOX = 4
+
 
 def object_detection_features(sample: EncodedSample, options: RecordOptions) -> dict[str, Feature]:
     """The features of one record."""
@@ -253,6 +265,8 @@ class TFRecordSink:
     what the split writers saw; so a sink serves one run.
     """
 
+    supported_tasks: frozenset[Task] = frozenset(TASKS)
+
     def __init__(self, max_shard_bytes: int) -> None:
         self.max_shard_bytes = max_shard_bytes
         self._writers: dict[SplitName, _TFRecordSplitWriter] = {}
@@ -325,11 +339,99 @@ def _describe_modelpack() -> dict[str, Any]:
     }
 
 
-def check_record_contents(shard_paths: list[Path], classes: list[str], layout: str) -> tuple[int, list[str]]:
-    """Parse every record with TensorFlow, the reference reader, and check what it holds.
+RecordParser = Literal["tensorflow", "builtin"]
+RECORD_PARSER_VARIABLE = "DATASET_CONVERTER_RECORD_PARSER"
+"""Set to `builtin` or `tensorflow` to choose `check_record_contents`'s parser (tests compare both on one venv)."""
+
+
+class RecordCheck(NamedTuple):
+    """What `check_record_contents` found, and which parser read the records, so verify can say which."""
+
+    records: int
+    problems: list[str]
+    parser: RecordParser
+
+
+class _Parser(NamedTuple):
+    """One way to read records: framed payloads of a shard, and the features of one payload.
+
+    `framing_errors` are what `payloads` raises on a damaged or unreadable shard (its
+    remaining records cannot be found), `decode_errors` what `decode` raises on one bad record.
+    """
+
+    payloads: Callable[[Path], Iterator[bytes]]
+    decode: Callable[[bytes], DecodedFeatures]
+    framing_errors: tuple[type[Exception], ...]
+    decode_errors: tuple[type[Exception], ...]
+
+
+def _builtin_payloads(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as stream:
+        yield from read_records(stream)
+
+
+_BUILTIN_PARSER = _Parser(_builtin_payloads, decode_example, (CorruptRecordError, OSError), (ExampleDecodeError,))
+_PROTO_KINDS: dict[str, type[Feature]] = {
+    "bytes_list": BytesFeature,
+    "float_list": FloatFeature,
+    "int64_list": Int64Feature,
+}
+
+
+def _tensorflow_parser() -> _Parser | None:
+    """TensorFlow's own reader and `tf.train.Example` parser, the reference; None where TensorFlow does not import."""
+    # TensorFlow's start-up notices are not our output; oneDNN only changes arithmetic, not parsing.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return None
+
+    def payloads(path: Path) -> Iterator[bytes]:
+        for record in tf.data.TFRecordDataset(str(path)):
+            yield record.numpy()
+
+    def decode(payload: bytes) -> DecodedFeatures:
+        features: DecodedFeatures = {}
+        for key, feature in tf.train.Example.FromString(payload).features.feature.items():
+            kind = feature.WhichOneof("kind")
+            features[key] = _PROTO_KINDS[kind](getattr(feature, kind).value) if kind is not None else None
+        return features
+
+    # protobuf's DecodeError has no import path that every protobuf build shares.
+    return _Parser(payloads, decode, (tf.errors.OpError,), (Exception,))
+
+
+def _record_parser(requested: RecordParser | None) -> tuple[RecordParser, _Parser]:
+    """`requested`, else $DATASET_CONVERTER_RECORD_PARSER, else TensorFlow where it imports, else the built-in one."""
+    choice = requested or os.environ.get(RECORD_PARSER_VARIABLE) or None
+    if choice not in (None, "tensorflow", "builtin"):
+        raise UsageError(f"{RECORD_PARSER_VARIABLE}={quoted(choice)}: expected `builtin`, `tensorflow` or unset")
+    tensorflow = _tensorflow_parser() if choice != "builtin" else None
+    if tensorflow is not None:
+        return "tensorflow", tensorflow
+    if choice == "tensorflow":
+        raise UsageError(
+            "the TensorFlow record parser was asked for, but TensorFlow cannot be imported: install the "
+            "`tensorflow` extra (or use the image's `full` variant), or let verify use its built-in parser"
+        )
+    return "builtin", _BUILTIN_PARSER
+
+
+def check_record_contents(
+    shard_paths: Sequence[Path], classes: Sequence[str], layout: str, parser: RecordParser | None = None
+) -> RecordCheck:
+    """Parse every record and check what it holds, with TensorFlow where it imports, else without.
 
     `layout` is dataset_info.yaml's `record_layout.layout`. Each record must parse as a
-    `tf.train.Example` carrying every key of its layout.
+    `tf.train.Example` carrying every key of its layout, each of the kind (bytes, float,
+    int64 list) the checks read. TensorFlow's reader and parser are the reference; the
+    built-in ones (`read_records`, `decode_example`) check the same framing, CRCs and
+    Example structure, more strictly (see `converter.formats.example_proto`), so the image
+    without TensorFlow still verifies every record. `parser` (else
+    $DATASET_CONVERTER_RECORD_PARSER) forces one; asking for TensorFlow where it cannot be
+    imported, or for an unknown parser, raises `UsageError`.
 
     Object Detection API: `image/encoded` must be non-empty and match `image/key/sha256`;
     boxes must lie in [0, 1] with min < max; object and image class ids must lie in
@@ -338,60 +440,97 @@ def check_record_contents(shard_paths: list[Path], classes: list[str], layout: s
     ModelPack: `image` must be non-empty; `width` and `height` one positive value each;
     `objects` must lie in 0..len(classes)-1 with four `bboxes` values each, every box a
     non-empty normalized `[x_center, y_center, width, height]` inside the image.
-    Returns (records parsed, problems).
     """
-    import os
-
-    # TensorFlow's start-up notices are not our output; oneDNN only changes arithmetic, not parsing.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    import tensorflow as tf
-
-    checks: dict[str, tuple[tuple[str, ...], Callable[[Any, list[str]], list[str]]]] = {
+    checks: dict[str, tuple[tuple[str, ...], Callable[[DecodedFeatures, Sequence[str]], list[str]]]] = {
         LAYOUT_NAMES[OBJECT_DETECTION_API]: (OD_API_KEYS, _od_api_record_problems),
         LAYOUT_NAMES[MODELPACK]: (_MODELPACK_KEYS, _modelpack_record_problems),
     }
+    name, reader = _record_parser(parser)
     if layout not in checks:
-        return 0, [f"record layout {layout!r} is not one verify knows ({', '.join(sorted(checks))})"]
+        return RecordCheck(0, [f"record layout {layout!r} is not one verify knows ({', '.join(sorted(checks))})"], name)
     keys, record_problems = checks[layout]
-    required = set(keys)
     problems: list[str] = []
     parsed = 0
     for path in shard_paths:
-        for index, raw in enumerate(tf.data.TFRecordDataset(str(path))):
-            where = f"{path.name} record {index}"
-            parsed += 1
-            try:
-                feature = tf.train.Example.FromString(raw.numpy()).features.feature
-            except Exception as error:  # protobuf's DecodeError has no stable import path
-                problems.append(f"{where}: not a tf.train.Example ({error})")
-                continue
-            missing = sorted(required - set(feature.keys()))
-            if missing:
-                problems.append(f"{where}: missing keys {missing}")
-                continue
-            problems += [f"{where}: {problem}" for problem in record_problems(feature, classes)]
-    return parsed, problems
+        index = 0
+        try:
+            for payload in reader.payloads(path):
+                problems += [
+                    f"{path.name} record {index}: {problem}"
+                    for problem in _problems(reader, payload, keys, record_problems, classes)
+                ]
+                index += 1
+        except reader.framing_errors as error:
+            first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+            problems.append(f"{path.name}: unreadable after {index} records ({quoted(first_line, 200)})")
+        parsed += index
+    return RecordCheck(parsed, problems, name)
 
 
-def _od_api_record_problems(feature: Any, classes: list[str]) -> list[str]:
+def _problems(
+    reader: _Parser,
+    payload: bytes,
+    keys: tuple[str, ...],
+    record_problems: Callable[[DecodedFeatures, Sequence[str]], list[str]],
+    classes: Sequence[str],
+) -> list[str]:
+    """One record's problems: not an Example, missing keys, a key of the wrong kind, or what its layout checks."""
+    try:
+        features = reader.decode(payload)
+    except reader.decode_errors as error:
+        return [f"not a tf.train.Example ({error})"]
+    missing = sorted(set(keys) - set(features))
+    if missing:
+        return [f"missing keys {missing}"]
+    try:
+        return record_problems(features, classes)
+    except _WrongKindError as error:
+        return [str(error)]
+
+
+class _WrongKindError(Exception):
+    """A feature holds another kind of list than its key's (a bytes_list where floats belong)."""
+
+
+_KIND_NAMES: dict[type[Feature], str] = {kind: name for name, kind in _PROTO_KINDS.items()}
+_Kind = TypeVar("_Kind", BytesFeature, FloatFeature, Int64Feature)
+
+
+def _values(features: DecodedFeatures, key: str, kind: type[_Kind]) -> _Kind:
+    """The values of `key`, which must be of `kind`; a Feature of no kind reads as an empty list, as in protobuf."""
+    feature = features[key]
+    if feature is None:
+        return kind()
+    if not isinstance(feature, kind):
+        raise _WrongKindError(f"{key} holds a {_KIND_NAMES[type(feature)]}, expected a {_KIND_NAMES[kind]}")
+    return feature
+
+
+def _texts(features: DecodedFeatures, key: str) -> list[str]:
+    """A bytes list as text; bytes that are not UTF-8 show as U+FFFD and so never match a class name."""
+    return [text.decode("utf-8", errors="replace") for text in _values(features, key, BytesFeature)]
+
+
+def _od_api_record_problems(features: DecodedFeatures, classes: Sequence[str]) -> list[str]:
     problems = []
-    encoded = feature[IMAGE_ENCODED].bytes_list.value
+    encoded = _values(features, IMAGE_ENCODED, BytesFeature)
     if len(encoded) != 1 or not encoded[0]:
         problems.append("image/encoded is empty")
-    elif hashlib.sha256(encoded[0]).hexdigest().encode() != feature[IMAGE_SHA256].bytes_list.value[0]:
+    elif list(_values(features, IMAGE_SHA256, BytesFeature)) != [hashlib.sha256(encoded[0]).hexdigest().encode()]:
         problems.append("image/key/sha256 does not match image/encoded")
-    boxes = [list(feature[key].float_list.value) for key in (BBOX_XMIN, BBOX_YMIN, BBOX_XMAX, BBOX_YMAX)]
-    labels = list(feature[OBJECT_CLASS_LABEL].int64_list.value)
-    texts = [text.decode() for text in feature[OBJECT_CLASS_TEXT].bytes_list.value]
+    boxes = [_values(features, key, FloatFeature) for key in (BBOX_XMIN, BBOX_YMIN, BBOX_XMAX, BBOX_YMAX)]
+    labels = list(_values(features, OBJECT_CLASS_LABEL, Int64Feature))
+    texts = _texts(features, OBJECT_CLASS_TEXT)
     lengths = {len(values) for values in [*boxes, labels, texts]}
     if len(lengths) != 1:
         return [*problems, f"per-object lists have different lengths {sorted(lengths)}"]
     for x_min, y_min, x_max, y_max in zip(*boxes, strict=True):
         if not (0 <= x_min < x_max <= 1 and 0 <= y_min < y_max <= 1):
             problems.append(f"box {(x_min, y_min, x_max, y_max)} is not a normalized, non-empty box")
-    image_labels = list(feature[IMAGE_CLASS_LABEL].int64_list.value)
-    image_texts = [text.decode() for text in feature[IMAGE_CLASS_TEXT].bytes_list.value]
+    image_labels = list(_values(features, IMAGE_CLASS_LABEL, Int64Feature))
+    image_texts = _texts(features, IMAGE_CLASS_TEXT)
+    if len(image_labels) != len(image_texts):
+        return [*problems, f"{len(image_labels)} image class ids but {len(image_texts)} image class texts"]
     for label, text in zip(labels + image_labels, texts + image_texts, strict=True):
         if not 1 <= label <= len(classes):
             problems.append(f"class id {label} outside 1..{len(classes)}")
@@ -403,17 +542,17 @@ def _od_api_record_problems(feature: Any, classes: list[str]) -> list[str]:
 _FLOAT32_SLACK = 1e-6  # a center +- half a width, stored as float32, may land a hair past an edge
 
 
-def _modelpack_record_problems(feature: Any, classes: list[str]) -> list[str]:
+def _modelpack_record_problems(features: DecodedFeatures, classes: Sequence[str]) -> list[str]:
     problems = []
-    image = feature[MODELPACK_IMAGE].bytes_list.value
+    image = _values(features, MODELPACK_IMAGE, BytesFeature)
     if len(image) != 1 or not image[0]:
         problems.append("image is empty")
     for key in (MODELPACK_WIDTH, MODELPACK_HEIGHT):
-        values = list(feature[key].int64_list.value)
+        values = list(_values(features, key, Int64Feature))
         if len(values) != 1 or values[0] <= 0:
             problems.append(f"{key} should be one positive number, got {values}")
-    objects = list(feature[MODELPACK_OBJECTS].int64_list.value)
-    bboxes = list(feature[MODELPACK_BBOXES].float_list.value)
+    objects = list(_values(features, MODELPACK_OBJECTS, Int64Feature))
+    bboxes = list(_values(features, MODELPACK_BBOXES, FloatFeature))
     if len(bboxes) != MODELPACK_VALUES_PER_BOX * len(objects):
         return [
             *problems,

@@ -3,7 +3,9 @@
 Each format says how to recognize its annotation file by a cheap look at its start (never
 a full parse: a COCO file can be gigabytes) and how to build its source. With no
 `--source`, the annotation file is the one file under the input that exactly one format
-recognizes; anything else is a usage error that lists what was found.
+recognizes; anything else is a usage error that lists what was found. With `--split
+from-source`, `locate_split_files` takes instead every COCO file under a folder, each with
+the split its name says.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from pathlib import Path
 
 from converter.core.protocols import Source
 from converter.core.secret import Secret
+from converter.core.split import FROM_SOURCE, SplitName, split_named_in
 from converter.core.storage import RemotePath
 from converter.errors import UsageError
-from converter.sources.coco import CocoSource, looks_like_coco
+from converter.sources.coco import CocoFile, CocoSource, looks_like_coco
 from converter.sources.geojson import GeoJsonSource, looks_like_geojson
 from converter.sources.labelstudio import build_labelstudio_source, looks_like_labelstudio_export
 from converter.sources.mask_folder import MaskFolderSource, looks_like_label_map
@@ -52,6 +55,7 @@ class SourceOptions:
     scale_api_url: str | None = None  # None: the scaleapi client's default, https://api.scale.com/v1
     download_images: bool = False
     image_cache: Path | None = None
+    split_files: tuple[tuple[Path, SplitName], ...] = ()  # --split from-source: each file and its split
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,11 @@ SOURCES: dict[str, SourceFormat] = {
     "coco": SourceFormat(
         summary="a COCO instances JSON (an object with `images`, `annotations` and `categories` lists)",
         recognizes=looks_like_coco,
-        build=lambda options: CocoSource(_annotation_file(options), options.images),
+        build=lambda options: CocoSource(
+            [CocoFile(path, split) for path, split in options.split_files] or [CocoFile(_annotation_file(options))],
+            options.images,
+            options.images_given,
+        ),
     ),
     "geojson": SourceFormat(
         summary="a GeoJSON FeatureCollection of image annotations (`image_filename` and `class_id` properties)",
@@ -144,9 +152,20 @@ SOURCES: dict[str, SourceFormat] = {
 
 @dataclass(frozen=True)
 class LocatedExport:
+    """The format and annotation file of `-a`, and the images folder when -i is not given.
+
+    `split_files` is set only by `locate_split_files` (`--split from-source`): every file
+    with the split its name says, `annotations` being the first.
+    """
+
     source_name: str
     annotations: Path | None
     default_images: Path | RemotePath
+    split_files: tuple[tuple[Path, SplitName], ...] = ()
+
+    def source_splits(self) -> tuple[SplitName, ...]:
+        """The splits the files name, each once, in file order."""
+        return tuple(dict.fromkeys(split for _, split in self.split_files))
 
 
 def _candidate_files(folder: Path) -> list[Path]:
@@ -160,13 +179,18 @@ def _candidate_files(folder: Path) -> list[Path]:
     return found
 
 
-def locate_export(path: Path, source_name: str | None) -> LocatedExport:
-    """The format and annotation file of `-a PATH` (a file, or a folder holding one export)."""
+def _check_exists(path: Path) -> None:
     if not path.exists():
         hint = " (the container's default input; outside it pass -a/--annotations)" if str(path) == "/data_in" else ""
         raise UsageError(f"annotations path {path} does not exist{hint}")
+
+
+def locate_export(path: Path, source_name: str | None) -> LocatedExport:
+    """The format and annotation file of `-a PATH` (a file, or a folder holding one export)."""
+    _check_exists(path)
     formats = {source_name: SOURCES[source_name]} if source_name else SOURCES
-    expected = "; ".join(f"{name}: {fmt.summary}" for name, fmt in formats.items())
+    # one format's description, or the names of all: six descriptions made a 900-character line
+    expected = f"{source_name}: {SOURCES[source_name].summary}" if source_name else f"one of {', '.join(SOURCES)}"
     if path.is_file():
         if source_name:
             return LocatedExport(source_name, path, path.parent)
@@ -190,4 +214,71 @@ def locate_export(path: Path, source_name: str | None) -> LocatedExport:
             "pass it with -a/--annotations, and --source if it is not recognized"
         )
     listed = "\n  ".join(f"{candidate} ({name})" for name, candidate in found)
-    raise UsageError(f"several annotation exports found in {path}; choose one with -a/--annotations:\n  {listed}")
+    several_coco = sum(name == "coco" for name, _ in found) > 1
+    from_source = (
+        f"; or, if the COCO files are the splits of one dataset, add --split {FROM_SOURCE} with -a naming "
+        "their folder: each file's images then go to the split its name says (train, val or test)"
+        if several_coco
+        else ""
+    )
+    raise UsageError(
+        f"several annotation exports found in {path}; choose one with -a/--annotations{from_source}:\n  {listed}"
+    )
+
+
+_SPLIT_FILES_EXAMPLE = "annotations/ with instances_train2017.json and instances_val2017.json"
+
+
+def locate_split_files(path: Path | RemotePath, source_name: str | None) -> LocatedExport:
+    """`-a PATH` with `--split from-source`: every COCO file under the folder, with the split its name says.
+
+    Files are taken in path order (an image two files list is converted from the first).
+    Anything that cannot make a dataset of one split per file is a usage error that says
+    why: a single file, a file whose name says no split or several, an export of another
+    format, or a folder in a bucket (its files are located here, before any download).
+    """
+    if isinstance(path, RemotePath):
+        raise UsageError(
+            f"--split {FROM_SOURCE} reads the COCO files of a local folder; {path} is in a bucket: copy the "
+            "annotation files to a local folder and pass it with -a (the images may stay there, with -i)"
+        )
+    if source_name not in (None, "coco"):
+        raise UsageError(
+            f"--split {FROM_SOURCE} takes each sample's split from the name of its COCO file; {source_name} "
+            "exports are split by hash: pass shares instead (-s 0.2)"
+        )
+    _check_exists(path)
+    by_hash = f"drop --split {FROM_SOURCE} to split its samples by hash (-s 0.2)"
+    if path.is_file():
+        raise UsageError(
+            f"--split {FROM_SOURCE} makes each COCO file's samples the split its name says, so -a must name a "
+            f"folder holding one file per split ({_SPLIT_FILES_EXAMPLE}); {path} is one file: {by_hash}"
+        )
+    found = [
+        (name, candidate)
+        for candidate in _candidate_files(path)
+        for name, fmt in SOURCES.items()
+        if fmt.recognizes(candidate)
+    ]
+    others = [f"{candidate} ({name})" for name, candidate in found if name != "coco"]
+    if others:
+        raise UsageError(
+            f"--split {FROM_SOURCE} reads COCO files only, but {path} also holds other exports: "
+            f"{', '.join(others)}; pass -a a folder holding only the COCO files"
+        )
+    files = sorted(candidate for _, candidate in found)
+    if len(files) < 2:  # one file would be one split: no choice for the split to follow
+        which = f"only one COCO file ({files[0]})" if files else "no COCO file"
+        raise UsageError(
+            f"--split {FROM_SOURCE} needs a COCO file per split ({_SPLIT_FILES_EXAMPLE}), but {path} holds "
+            f"{which} (searched {SEARCH_DEPTH} levels deep); " + (by_hash if files else "pass the folder that has them")
+        )
+    named = [(file, split_named_in(file.name)) for file in files]
+    unclear = [f"{file} ({' and '.join(splits) or 'none'})" for file, splits in named if len(splits) != 1]
+    if unclear:
+        raise UsageError(
+            f"--split {FROM_SOURCE} takes each COCO file's split from its name (a word train, val, validation or "
+            f"test, as in instances_val2017.json), but these names say none or several: {', '.join(unclear)}; "
+            f"rename them, or move them out of {path}"
+        )
+    return LocatedExport("coco", files[0], path, tuple((file, splits[0]) for file, splits in named))

@@ -15,9 +15,12 @@ Conventions are COCO's own, the ones pycocotools reads:
   order is by category id, over every category the file lists, used or not, so the
   train and validation files of one export give the same class list. A name listed
   under several ids takes the place of its smallest.
-- One sample per `images` entry, keyed by its `file_name`, which resolves under the
-  images folder (`converter.core.images`); an image with no annotation is a negative.
-  Its integer `id` is kept as the record's `image/source_id`.
+- One sample per `images` entry, keyed by its `file_name`, which resolves under -i or,
+  without it, under the folder `_ImagesFolder` chooses for the file (`annotations/`'s
+  parent, `images/`, `train2017/`...); an image with no annotation is a negative. Its
+  integer `id` is kept as the record's `image/source_id`.
+- With `--split from-source`, several files (one per split) make one dataset: each
+  sample carries its file's split, and the files must agree (`_EarlierFiles`).
 - `area` and `iscrowd` are kept as given (COCO-style evaluation buckets objects by area).
 - `keypoints` (`[x1, y1, v1, ...]`, COCO's person keypoints) belong to their object, named
   by the category's `keypoints` list (by position where it lists none); `v` is COCO's
@@ -42,11 +45,18 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from converter.core.images import declared_size, image_resolver
+from converter.core.images import (
+    ImageResolver,
+    RemoteImageResolver,
+    ResolvedImage,
+    declared_size,
+    image_resolver,
+)
 from converter.core.input_files import load_json, shown, utf8_peek
 from converter.core.sample import (
     KEYPOINT_VISIBILITIES,
@@ -63,6 +73,7 @@ from converter.core.sample import (
     SourceContents,
     check_text,
 )
+from converter.core.split import SplitName
 from converter.core.storage import RemotePath
 from converter.errors import SampleError, SampleLocation, UsageError, quoted
 from converter.sources._peek import FileEnds, json_file_ends
@@ -140,6 +151,7 @@ class _ImageEntry:
     declared_size: tuple[int, int] | None
     problem: SampleError | None = None
     annotations: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    derive_id: bool = False  # an earlier file used `image_id`: the record's id is derived from the key
 
 
 @dataclass(frozen=True)
@@ -148,39 +160,140 @@ class _PolygonParts:
     degenerate: tuple[int, ...]  # indices of parts with fewer than three points
 
 
-class CocoSource:
-    """`--source coco`: a COCO instances JSON and the folder its `file_name`s resolve under."""
+@dataclass(frozen=True)
+class CocoFile:
+    """One COCO file to read and, with `--split from-source`, the split its name says."""
 
-    def __init__(self, annotations: Path, images_root: Path | RemotePath) -> None:
-        self.annotations = annotations
+    path: Path
+    split: SplitName | None = None
+
+
+@dataclass
+class _EarlierFiles:
+    """What the files read so far claimed: several files make one dataset only if they agree.
+
+    Category names and ids must agree (`add_categories`): an id names one category in every
+    file, and a name keeps its ids (a file may list fewer categories, as COCO's keypoints
+    files list only `person`). An image key claimed by an earlier file is skipped in a
+    later one, and an earlier file's image id is not reused, so that `image/source_id`
+    stays unique in the dataset; both are decided from the JSON alone, never from which
+    images were found, so a sample's split depends on its file only.
+    """
+
+    categories: dict[EntryId, tuple[str, Path]] = field(default_factory=dict)  # id -> (name, first file)
+    category_ids: dict[str, tuple[frozenset[EntryId], Path]] = field(default_factory=dict)  # name -> (ids, file)
+    keys: dict[str, Path] = field(default_factory=dict)  # image key -> the file that claimed it
+    image_ids: set[EntryId] = field(default_factory=set)
+
+    def add_categories(self, path: Path, categories: dict[EntryId, str]) -> None:
+        """Merge one file's categories; raises `UsageError` where it names an id or a name otherwise."""
+        for category_id, name in categories.items():
+            earlier_name, earlier_file = self.categories.get(category_id, (name, path))
+            if earlier_name != name:
+                raise UsageError(
+                    f"{path}: category id {quoted(category_id)} is {quoted(name)}, but {quoted(earlier_name)} in "
+                    f"{earlier_file}; the files of one dataset must list their categories alike"
+                )
+        ids_by_name = {
+            name: frozenset(key for key, value in categories.items() if value == name) for name in categories.values()
+        }
+        for name, ids in ids_by_name.items():
+            earlier_ids, earlier_file = self.category_ids.get(name, (ids, path))
+            if earlier_ids.isdisjoint(ids):  # renumbered; a file listing a name under fewer of its ids is a subset
+                raise UsageError(
+                    f"{path}: category {quoted(name)} has id {_listed_ids(ids)}, but {_listed_ids(earlier_ids)} in "
+                    f"{earlier_file}; the files of one dataset must list their categories alike"
+                )
+        for category_id, name in categories.items():
+            self.categories.setdefault(category_id, (name, path))
+        for name, ids in ids_by_name.items():
+            earlier_ids, earlier_file = self.category_ids.get(name, (ids, path))
+            self.category_ids[name] = (earlier_ids | ids, earlier_file)
+
+    def native_order(self) -> tuple[str, ...]:
+        """Every category of every file by id, a name at the place of its smallest id."""
+        return tuple(dict.fromkeys(self.categories[key][0] for key in sorted(self.categories, key=_id_order)))
+
+
+def _listed_ids(ids: frozenset[EntryId]) -> str:
+    return ", ".join(quoted(value) for value in sorted(ids, key=_id_order))
+
+
+class CocoSource:
+    """`--source coco`: COCO instances files and where their `file_name`s resolve.
+
+    Usually one file. With `--split from-source`, one per split, read one after the other in
+    the order given, each sample marked with its file's split (`_EarlierFiles` says how the
+    files must agree). Each file finds its own images folder (`_ImagesFolder`), since COCO
+    keeps each split's images in a folder of its own.
+    """
+
+    def __init__(self, files: Sequence[CocoFile], images_root: Path | RemotePath, images_given: bool) -> None:
+        self.files = tuple(files)
         self.images_root = images_root
-        self._resolver = image_resolver(images_root)
-        self._keypoints: dict[EntryId, tuple[str, ...]] = {}  # category id -> keypoint names, set by `read`
+        self.images_given = images_given
 
     def read(self, on_skip: SkipHandler | None = None) -> SourceContents:
+        skipped = SkipCollector(on_skip)
+        earlier = _EarlierFiles()
+        samples: list[Sample] = []
+        notes: list[AnnotationNote] = []
+        folders: list[str] = []
+        for file in self.files:
+            file_samples, folder = _FileReader(file, self.images_root, self.images_given).read(skipped, earlier, notes)
+            samples += file_samples
+            folders.append(str(folder))
+        description = {
+            "source": "coco",
+            "annotations": ", ".join(str(file.path) for file in self.files),
+            "images": ", ".join(dict.fromkeys(folders)),
+        }
+        if any(file.split is not None for file in self.files):
+            description["split_files"] = ", ".join(f"{file.path.name}: {file.split}" for file in self.files)
+        return SourceContents(tuple(samples), skipped.kept(), earlier.native_order(), description, tuple(notes))
+
+
+class _FileReader:
+    """Reads one COCO file into samples."""
+
+    def __init__(self, file: CocoFile, images_root: Path | RemotePath, images_given: bool) -> None:
+        self.annotations = file.path
+        self.split = file.split
+        self._images_root = images_root
+        self._images_given = images_given
+        self._keypoints: dict[EntryId, tuple[str, ...]] = {}  # category id -> keypoint names, set by `read`
+
+    def read(
+        self, skipped: SkipCollector, earlier: _EarlierFiles, notes: list[AnnotationNote]
+    ) -> tuple[list[Sample], Path | RemotePath]:
+        """The file's samples and the folder its images resolved under; its skipped entries go to
+        `skipped`, its annotation notes to `notes`."""
         document = self._load()
         categories = self._categories(self._section(document, "categories"))
         self._keypoints = self._keypoint_names(self._section(document, "categories"))
         images = self._section(document, "images")
         annotations = self._section(document, "annotations")
         del document  # the three lists are all that is needed; they go when this method returns
+        earlier.add_categories(self.annotations, categories)
 
-        skipped = SkipCollector(on_skip)
-        entries = self._image_entries(images, skipped)
+        entries = self._image_entries(images, skipped, earlier)
         # reversed: of several entries with one id, the first is the one its annotations are counted on
         self._attach(annotations, {entry.image_id: entry for entry in reversed(entries)}, skipped)
+        images_folder = _ImagesFolder.choose(
+            self.annotations,
+            self._images_root,
+            self._images_given,
+            [entry.key for entry in entries if entry.problem is None],
+        )
         samples: list[Sample] = []
-        notes: list[AnnotationNote] = []
         for entry in entries:
             location = self._location(entry.key)
             try:
-                samples.append(self._sample(entry, location, categories, notes))
+                samples.append(self._sample(entry, location, categories, notes, images_folder))
             except SampleError as error:
                 dropped = f"; its {len(entry.annotations)} annotations are not converted" if entry.annotations else ""
                 skipped.append(SkippedSample(location, error.code, error.message + dropped))
-        native_order = tuple(dict.fromkeys(categories[key] for key in sorted(categories, key=_id_order)))
-        description = {"source": "coco", "annotations": str(self.annotations), "images": str(self.images_root)}
-        return SourceContents(tuple(samples), skipped.kept(), native_order, description, tuple(notes))
+        return samples, images_folder.root
 
     def _location(self, key: str) -> SampleLocation:
         return SampleLocation(str(self.annotations), None, key)
@@ -236,8 +349,12 @@ class CocoSource:
             names[category_id] = name
         return names
 
-    def _image_entries(self, raw: list[Any], skipped: SkipCollector) -> list[_ImageEntry]:
-        """The `images` entries that have an id; repeated ids and file names are marked as problems."""
+    def _image_entries(self, raw: list[Any], skipped: SkipCollector, earlier: _EarlierFiles) -> list[_ImageEntry]:
+        """The `images` entries that have an id; repeated ids and file names are marked as problems.
+
+        A file name an earlier file listed is a problem too; an id an earlier file used is kept
+        off the record (`derive_id`), which then gets an id derived from its key.
+        """
         entries: list[_ImageEntry] = []
         for index, image in enumerate(raw):
             image_id = _entry_id(image.get("id")) if isinstance(image, dict) else None
@@ -269,8 +386,18 @@ class CocoSource:
                     f"images[{entry.index}] (id {quoted(entry.image_id)}) names the same file as "
                     f"images[{first.index}] (id {quoted(first.image_id)}); only the first is converted",
                 )
+            elif entry.key in earlier.keys:
+                entry.problem = SampleError(
+                    "duplicate_image",
+                    f"images[{entry.index}] names a file that {earlier.keys[entry.key]} lists too; only that "
+                    "earlier file's entry is converted",
+                )
             else:
                 first_with_file[entry.key] = entry
+                entry.derive_id = entry.image_id in earlier.image_ids
+        for entry in first_with_file.values():
+            earlier.keys[entry.key] = self.annotations
+            earlier.image_ids.add(entry.image_id)
         return entries
 
     @staticmethod
@@ -319,11 +446,12 @@ class CocoSource:
         location: SampleLocation,
         categories: dict[EntryId, str],
         notes: list[AnnotationNote],
+        images: _ImagesFolder,
     ) -> Sample:
         """The image's sample; annotation problems become notes, image problems raise `SampleError`."""
         if entry.problem is not None:
             raise entry.problem
-        image = self._resolver.locate(entry.key)
+        image = images.locate(entry.key)
         objects = []
         for name, annotation in entry.annotations:
             try:
@@ -345,10 +473,113 @@ class CocoSource:
                 image_name=image.name,
                 declared_size=entry.declared_size,
                 objects=tuple(objects),
-                image_id=entry.image_id if isinstance(entry.image_id, int) and 0 <= entry.image_id < 2**63 else None,
+                image_id=entry.image_id
+                if isinstance(entry.image_id, int) and 0 <= entry.image_id < 2**63 and not entry.derive_id
+                else None,
+                source_split=self.split,
             )
         except InvalidValueError as error:
             raise SampleError("invalid_value", str(error)) from None
+
+
+_PROBED_REFERENCES = 20
+"""Image entries of a file (in file order) tried before its images folder is chosen: enough to pass
+a few missing images at its start, few enough to cost nothing (20 x 5 folders x 3 paths: 300 stats)."""
+
+
+@dataclass(frozen=True)
+class _ImagesFolder:
+    """The folder one COCO file's `file_name`s resolve under, chosen once for the file.
+
+    With -i it is -i, as for every source; so it is when the default is a bucket prefix
+    (trying prefixes would cost a listing each). Otherwise COCO files rarely sit beside
+    their images, so these folders are candidates, in this order (those that exist):
+
+    1. the default: the -a folder, or the file's folder when -a names the file; an export
+       whose images resolve there keeps resolving there, with the same image names;
+    2. the export root: the parent of the file's folder when that is named `annotations`,
+       else the file's folder;
+    3. `images/` under the export root;
+    4. the folder the file names, under the export root: the file name after its last `_`,
+       without `.json` (`instances_train2017.json` -> `train2017/`, COCO's own layout);
+    5. that folder under `images/` (`images/train/`, datumaro's layout).
+
+    Chosen per file rather than per image: trying five folders for every image would cost
+    five failed lookups per image of a 20,000-image export whose images are all in the
+    last one, while COCO keeps each file's images together. The first of the file's first
+    `_PROBED_REFERENCES` references that resolves anywhere decides: the first folder, in
+    the order above, where it resolves (the default by every rule of
+    `converter.core.images`, the others by path only, so choosing walks no folder). The
+    choice depends on nothing but the file and the folders, so it is the same on every
+    run. When none resolves, the default stays, as it was before: looking further by
+    file name would walk folders nobody named (an export root can be `/` or a home
+    folder). An image missing after a choice says which folders were tried.
+    """
+
+    root: Path | RemotePath
+    resolver: ImageResolver | RemoteImageResolver
+    tried: tuple[Path, ...] = ()  # the candidates, when there was a choice
+    decided_by: str | None = None  # the reference that decided it; None when none resolved
+
+    @classmethod
+    def choose(
+        cls, annotations: Path, default: Path | RemotePath, given: bool, references: Sequence[str]
+    ) -> _ImagesFolder:
+        """The folder for a file whose valid image references are `references`, in file order."""
+        if given or isinstance(default, RemotePath):
+            return cls(default, image_resolver(default))
+        folders = _candidate_folders(annotations, default)
+        if len(folders) == 1:
+            return cls(default, ImageResolver(default))
+        resolvers = [ImageResolver(folder) for folder in folders]
+        for reference in references[:_PROBED_REFERENCES]:
+            for index, resolver in enumerate(resolvers):
+                if _resolves(resolver, reference, every_rule=index == 0):
+                    return cls(folders[index], resolver, folders, reference)
+        return cls(default, resolvers[0], folders)
+
+    def locate(self, reference: str) -> ResolvedImage:
+        """The image a reference names; a missing one's message says where it was looked for."""
+        try:
+            return self.resolver.locate(reference)
+        except SampleError as error:
+            if error.code != "missing_image" or not self.tried:
+                raise
+            tried = ", ".join(str(folder) for folder in self.tried)
+            if self.decided_by is not None:
+                where = (
+                    f"the images folder chosen, of {tried}, as the first where {quoted(self.decided_by)} is; "
+                    "pass -i to name another"
+                )
+            else:
+                where = (
+                    f"looked in {tried}, none of which holds any of the file's first {_PROBED_REFERENCES} images; "
+                    "pass -i with the images folder"
+                )
+            raise SampleError(error.code, f"{error.message} ({where})") from None
+
+
+def _candidate_folders(annotations: Path, default: Path) -> tuple[Path, ...]:
+    """The existing candidate images folders of a file, in `_ImagesFolder`'s order, the default first."""
+    folder = annotations.parent
+    if folder.name in ("", ".."):  # `-a instances.json` from inside the folder: its name decides below
+        folder = folder.resolve()
+    root = folder.parent if folder.name.lower() == "annotations" else folder
+    named = annotations.stem.rsplit("_", 1)[-1]
+    folders: dict[Path, Path] = {default.resolve(): default}  # real path -> the path as derived
+    for candidate in (root, root / "images", root / named, root / "images" / named):
+        if candidate.is_dir():
+            folders.setdefault(candidate.resolve(), candidate)
+    return tuple(folders.values())
+
+
+def _resolves(resolver: ImageResolver, reference: str, every_rule: bool) -> bool:
+    """Whether a reference resolves under the resolver's folder: by every rule, or by path only."""
+    try:
+        found = resolver.locate(reference) if every_rule else resolver.locate_by_path(reference)
+    except SampleError:
+        return False
+    return found is not None
 
 
 def _object(

@@ -3,6 +3,9 @@
 A line's label attribute is the key `<attr>` whose sibling `<attr>-metadata` carries a
 `type`; the type names the job. One attribute is used for the whole manifest: the only
 one present, or the one `--label-attribute` names (adjustment jobs add a second one).
+A line's own keys (`source`, `source-ref`, the `-metadata` ones) are never label attributes,
+and a text job's line (inline `source` text, no image) is skipped without counting its
+attribute: a manifest that mixes in text lines needs no `--label-attribute` for them.
 
 Class ids in `class-map` and `internal-color-map` are strings, sparse, and list only
 the classes present on their line. The manifest's class order is by Ground Truth id
@@ -26,7 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from converter.core.images import declared_size, image_resolver
+from converter.core.images import declared_size, image_resolver, reference_parts
 from converter.core.input_files import iter_lines, named, parse_json, peek_lines, shown
 from converter.core.sample import (
     InvalidValueError,
@@ -47,6 +50,9 @@ MULTILABEL = "groundtruth/image-classification-multilabel"
 SEMANTIC_SEGMENTATION = "groundtruth/semantic-segmentation"
 SUPPORTED_TYPES = (DETECTION, CLASSIFICATION, MULTILABEL, SEMANTIC_SEGMENTATION)
 METADATA_SUFFIX = "-metadata"
+IMAGE_KEY = "source-ref"
+TEXT_KEY = "source"  # inline text: a text job's line
+_NOT_LABELS = frozenset({IMAGE_KEY, TEXT_KEY})
 MANIFEST_SUFFIXES = (".manifest", ".jsonl", ".json")
 _LINES_TO_RECOGNIZE = 20  # a malformed or unlabelled first line does not hide a manifest
 # Longer lines are read only this far when recognizing: a minified JSON file (a COCO export)
@@ -58,14 +64,23 @@ _METADATA_ATTRIBUTES = ("job-name", "human-annotated", "creation-date", "adjustm
 
 
 def label_attributes(line: Mapping[str, Any]) -> dict[str, str]:
-    """The label attributes of one manifest line and their job types."""
+    """The label attributes of one manifest line and their job types.
+
+    The line's own keys are left out even when a `<key>-metadata` beside them has a `type`:
+    `source-ref` is the image and `source` a text job's text, not labels.
+    """
     found = {}
     for key, value in line.items():
         if key.endswith(METADATA_SUFFIX) and isinstance(value, dict) and isinstance(value.get("type"), str):
             attribute = key[: -len(METADATA_SUFFIX)]
-            if attribute in line:
+            if attribute in line and attribute not in _NOT_LABELS and not attribute.endswith(METADATA_SUFFIX):
                 found[attribute] = value["type"]
     return found
+
+
+def is_text_line(line: Mapping[str, Any]) -> bool:
+    """Whether a line is a text job's: inline `source` text and no image `source-ref`."""
+    return IMAGE_KEY not in line and TEXT_KEY in line
 
 
 def looks_like_manifest(path: Path) -> bool:
@@ -77,7 +92,7 @@ def looks_like_manifest(path: Path) -> bool:
             parsed = parse_json(line)
         except SampleError:
             continue
-        if isinstance(parsed, dict) and "source-ref" in parsed and label_attributes(parsed):
+        if isinstance(parsed, dict) and IMAGE_KEY in parsed and label_attributes(parsed):
             return True
     return False
 
@@ -180,7 +195,12 @@ class SageMakerGroundTruthSource:
         gigabytes, the samples built from them a fraction of that.
         """
         ignored = SkipCollector(lambda _: None)  # the second pass reports them
-        counts = Counter(attribute for line in self._lines(ignored) for attribute in label_attributes(line.content))
+        counts = Counter(
+            attribute
+            for line in self._lines(ignored)
+            if not is_text_line(line.content)  # skipped in the second pass; its attribute is no image job's
+            for attribute in label_attributes(line.content)
+        )
         listed = ", ".join(f"{named(name)} ({count} lines)" for name, count in sorted(counts.items())) or "none"
         if self.label_attribute is not None:
             if self.label_attribute not in counts:
@@ -202,7 +222,7 @@ class SageMakerGroundTruthSource:
         samples: list[Sample] = []
         class_ids: dict[str, int] = {}
         for line in self._lines(skipped):
-            reference = line.content.get("source-ref")
+            reference = line.content.get(IMAGE_KEY)
             location = SampleLocation(
                 str(self.manifest), line.line_number, reference if isinstance(reference, str) else None
             )
@@ -227,10 +247,14 @@ class SageMakerGroundTruthSource:
         self, content: dict[str, Any], location: SampleLocation, attribute: str | None
     ) -> tuple[Sample, dict[int, str]]:
         """One line's sample and the (Ground Truth id -> class name) pairs it uses."""
-        reference = content.get("source-ref")
+        if is_text_line(content):
+            raise SampleError(
+                "not_an_image",
+                "line is a text job (inline `source` text, no image `source-ref`); text jobs are not images, "
+                "so the line is skipped",
+            )
+        reference = content.get(IMAGE_KEY)
         if reference is None:
-            if "source" in content:
-                raise SampleError("not_an_image", "line has `source` (a text job), not an image `source-ref`")
             raise SampleError("missing_source_ref", "line has no `source-ref`")
         if not isinstance(reference, str) or not reference:
             raise SampleError("missing_source_ref", f"`source-ref` must be a non-empty string, got {shown(reference)}")
@@ -342,9 +366,30 @@ class SageMakerGroundTruthSource:
                 color_to_class.append((_hex_to_rgb(entry["hex-color"], f"class {quoted(key)}"), name))
             if name is not None:
                 used[gt_index] = name
-        try:
-            mask_path = self._resolver.locate(value).path
-        except SampleError as error:
-            raise SampleError(error.code, f"segmentation mask: {error.message}") from None
-        mask = SegmentationMask(mask_path, tuple(index_to_class), tuple(color_to_class))
+        mask = SegmentationMask(self._mask_path(value), tuple(index_to_class), tuple(color_to_class))
         return replace(base, segmentation=mask), used
+
+    def _mask_path(self, reference: str) -> Path | RemotePath:
+        """The mask file a segmentation label names, found as images are.
+
+        The resolver speaks of images; a mask it cannot find or tell apart gets a mask code,
+        so a report never blames a present image for an absent mask.
+        """
+        try:
+            return self._resolver.locate(reference).path
+        except SampleError as error:
+            if error.code == "missing_image":
+                raise SampleError("missing_mask", self._missing_mask_reason(reference)) from None
+            code = "ambiguous_mask" if error.code == "ambiguous_image" else error.code
+            raise SampleError(code, f"segmentation mask: {error.message}") from None
+
+    def _missing_mask_reason(self, reference: str) -> str:
+        """Where the mask was looked for, first by its key under the images folder, then by its file name."""
+        _, parts = reference_parts(reference)  # `locate` has split it already: this cannot raise
+        if not parts:
+            return f"segmentation mask reference {quoted(reference)} names no file"
+        return (
+            f"segmentation mask {quoted(reference)} not found: looked for {self.images_root / '/'.join(parts)} "
+            f"and for a file named {quoted(parts[-1])} anywhere under {self.images_root}; put the masks under "
+            "the images folder (-i) by their keys"
+        )

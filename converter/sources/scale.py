@@ -623,8 +623,11 @@ class TaskFiles:
         if annotations.index_to_class:
             try:
                 mask_path = self._find(index_mask_url(task.get("response") or {})).path
-            except SampleError as error:
-                raise SampleError(error.code, f"index mask: {error.message}") from None
+            except SampleError as error:  # the mask's own code: a missing mask is not a missing image
+                code = {"missing_image": "missing_mask", "ambiguous_image": "ambiguous_mask"}.get(
+                    error.code, error.code
+                )
+                raise SampleError(code, f"index mask: {error.message}") from None
             try:
                 segmentation = SegmentationMask(mask_path, annotations.index_to_class)
             except InvalidValueError as error:  # a label with a lone surrogate

@@ -216,7 +216,9 @@ def test_shards_swapped(dataset: Path) -> None:
 
 
 def test_unreadable_dataset_info(tmp_path: Path) -> None:
-    result = verify_dataset(tmp_path / "dataset_info.yaml")
+    path = tmp_path / "dataset_info.yaml"
+    path.write_bytes(b"classes: [\xff\xfe]\n")  # not UTF-8 (an absent file is no dataset: test_verify_failed_run.py)
+    result = verify_dataset(path)
     assert result.records == 0
     assert len(result.problems) == 1
     assert "dataset_info.yaml: cannot be read" in result.problems[0]

@@ -82,4 +82,7 @@ def test_instance_masks_are_refused(tmp_path: Path) -> None:
     result = data.convert(tmp_path / "out", "-f", "masks", "--instance-masks")
 
     assert result.exit_code == 2
-    assert "--instance-masks: -f masks holds one class mask per image" in flat(result.stderr)
+    assert "--instance-masks: -f masks holds segmentation only; -f tfrecord and -f json hold every task" in flat(
+        result.stderr
+    )
+    assert not (tmp_path / "out").exists()  # refused before any reading

@@ -179,8 +179,10 @@ def test_instance_masks_are_refused_rather_than_dropped(tmp_path: Path) -> None:
     result = data.convert(tmp_path / "out", "-f", "masterful", "--instance-masks")
 
     assert result.exit_code == 2
-    assert "--instance-masks: Masterful's CSV has no place for instance masks" in flat(result.stderr)
-    assert not (tmp_path / "out" / "dataset_info.yaml").exists()
+    assert "--instance-masks: -f masterful holds classification or detection or segmentation only" in flat(
+        result.stderr
+    )
+    assert not (tmp_path / "out").exists()  # refused before any reading
 
 
 def test_verify_catches_a_changed_image_and_a_missing_label_map(tmp_path: Path) -> None:

@@ -156,7 +156,7 @@ def test_verify_names_each_broken_modelpack_record(tf: Any, tmp_path: Path) -> N
     }
     shard.write_bytes(b"".join(frame_record(encode_example(good | record)) for record in records))
 
-    parsed, problems = check_record_contents([shard], ["cat", "dog"], "modelpack")
+    parsed, problems, _ = check_record_contents([shard], ["cat", "dog"], "modelpack")
 
     assert parsed == 3
     assert problems == [

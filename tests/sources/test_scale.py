@@ -263,6 +263,7 @@ def _bad_tasks(images: Path) -> list[Any]:
         image_task("good", _url("good.png"), [box("dog", 1, 1, 5, 5)]),
         "{not json",
         [1, 2],
+        segment_task("missing-mask", _url("good.png"), _url("masks/gone.png"), {"sky": mapping_entry(1)}),
     ]
 
 
@@ -282,6 +283,7 @@ SKIP_CODES = {
     "task same-index": ("malformed_annotation", "gives index 1 to more than one label"),
     "task missing-image": ("missing_image", f"{BUCKET_URL}/nowhere/missing.png' not found under"),
     "task good": ("duplicate_task", "an earlier task has the same `task_id`"),
+    "task missing-mask": ("missing_mask", f"index mask: image '{BUCKET_URL}/masks/gone.png' not found under"),
 }
 
 

@@ -239,6 +239,17 @@ def _required_path(value: str | None, option: str, what: str, default: str) -> s
     )
 
 
+def _what_is_read(located: LocatedExport, labelstudio_url: str | None, scale_project: str | None) -> str:
+    """The status line's object: the annotation file, the split files' folder, or the server."""
+    if located.split_files:
+        return f"{len(located.split_files)} COCO files in {located.split_files[0][0].parent}"
+    if labelstudio_url is not None:
+        return f"Label Studio project at {labelstudio_url}"
+    if scale_project is not None:
+        return f"Scale AI project {scale_project}"
+    return str(located.annotations)
+
+
 def _kept_message(output: str, output_dir: Path) -> str:
     """What an interrupted run left: the commit is atomic, so the previous dataset (if any) is whole."""
     if (output_dir / DATASET_INFO).is_file():
@@ -740,7 +751,7 @@ def convert(
         OutputFolder(output_dir).check_is_folder()  # before the status line: a file there is a typo, not a run
         context = RunContext(output=output, images=str(images_root))
         events = TerminalEvents(context) if sys.stderr.isatty() else JsonLogEvents(context)
-        events.reading(str(located.annotations or labelstudio_url or f"Scale AI project {scale_project}"))
+        events.reading(_what_is_read(located, labelstudio_url, scale_project))
         result = run(remote.source(SOURCES[located.source_name].build(options)), sink, config, events)
         if remote.output is not None:
             events.note("publishing", str(remote.output))

@@ -175,16 +175,31 @@ class JsonLogEvents:
 
 
 class TerminalEvents:
-    """A status line and a progress bar on a terminal; then the skip summary and one closing line."""
+    """A spinner while the export is read, then a progress bar; then the skip summary and one closing line."""
 
     def __init__(self, context: RunContext) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self._context = context
         self._console = Console(stderr=True, highlight=False)
-        self._progress = Progress(
+        self._reading = Progress(
+            SpinnerColumn(),
             TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=self._console,
+            transient=True,
+        )
+        self._progress = Progress(
+            TextColumn("converting"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[skipped]} skipped"),
@@ -193,23 +208,23 @@ class TerminalEvents:
             console=self._console,
             transient=True,
         )
-        self._task = self._progress.add_task("reading the export", total=None, skipped=0)
+        self._task = self._progress.add_task("convert", total=None, skipped=0)
         self._skips = SkipTally()
 
     def _say(self, text: str) -> None:
         self._console.print(scrub(text), markup=False, highlight=False, soft_wrap=False)
 
     def reading(self, what: str) -> None:
-        self._progress.update(self._task, description=scrub(f"reading {what}"))
-        self._progress.start()
+        self._reading.add_task(scrub(f"reading {what}"), total=None)
+        self._reading.start()
 
     def planned(self, writes: list[str], hint: str | None) -> None:
-        self._progress.console.print(
-            scrub(f"writing {', '.join(writes)}" + (f" ({hint})" if hint else "")), markup=False, highlight=False
-        )
+        self._reading.stop()
+        self._say(f"writing {', '.join(writes)}" + (f" ({hint})" if hint else ""))
 
     def started(self, total_samples: int, already_skipped: int) -> None:
-        self._progress.update(self._task, description="converting", total=total_samples, skipped=already_skipped)
+        self._reading.stop()
+        self._progress.update(self._task, total=total_samples, skipped=already_skipped)
         self._progress.start()
 
     def sample_done(self) -> None:
@@ -220,6 +235,7 @@ class TerminalEvents:
         self._progress.update(self._task, skipped=self._skips.total)
 
     def finished(self, summary: ReportSummary) -> None:
+        self._reading.stop()  # a run that stopped while reading never started the bar
         self._progress.stop()
         report = f"{self._context.output.rstrip('/')}/report.json"
         if self._skips.counts:
@@ -246,9 +262,10 @@ class TerminalEvents:
             )
 
     def warning(self, message: str) -> None:
-        self._progress.console.print(scrub(f"WARNING: {message}"), markup=False, highlight=False)
+        self._say(f"WARNING: {message}")
 
     def interrupted(self, kept: str) -> None:
+        self._reading.stop()
         self._progress.stop()
         self._say(f"interrupted: {kept}")
 

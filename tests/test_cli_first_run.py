@@ -265,7 +265,16 @@ def test_a_task_the_export_cannot_serve_is_one_clear_error(tmp_path: Path) -> No
         "ERROR: --task segmentation needs polygons, RLE, brushes or mask files to paint class masks from, and no "
         "sample of this export has any; drop --task to write what the export has"
     )
-    assert not (tmp_path / "out" / "dataset_info.yaml").exists()
+    assert not (tmp_path / "out").exists()  # the folder the run created goes with it: it holds nothing
+
+
+def test_a_failed_run_keeps_an_output_folder_it_did_not_create(tmp_path: Path) -> None:
+    detection_export(tmp_path / "export", 4).write()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    result = invoke("convert", "-a", tmp_path / "export", "-o", tmp_path / "out", "--task", "keypoints")
+    assert result.exit_code == 2
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
 
 
 # ---------------------------------------------------------------------------

@@ -167,6 +167,7 @@ class OutputFolder:
         that dies, however it dies: a stale lock file is simply taken over.
         """
         self.check_is_folder()
+        created = not self.root.exists()
         try:
             self.state.mkdir(parents=True, exist_ok=True)
             descriptor = os.open(self.state / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -187,8 +188,23 @@ class OutputFolder:
             os.ftruncate(descriptor, 0)
             os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
             yield
+        except BaseException:
+            if created:
+                self._remove_if_unused()
+            raise
         finally:
             os.close(descriptor)  # releases the lock
+
+    def _remove_if_unused(self) -> None:
+        """After a run that failed before writing anything, remove the folder it created for itself.
+
+        Only while the lock is held, and only when the folder holds nothing but the converter's
+        state: a failure report, or anything another process put there, keeps it.
+        """
+        with contextlib.suppress(OSError):  # a folder that cannot be removed stays: it holds no dataset
+            if [entry.name for entry in self.root.iterdir()] == [STATE_FOLDER]:
+                shutil.rmtree(self.state)
+                self.root.rmdir()
 
     def check_is_folder(self) -> None:
         """Refuse an output path that is a file, or lies under one, before anything is read or created.

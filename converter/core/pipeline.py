@@ -440,7 +440,7 @@ def _convert_with_report(
         raise UsageError(f"--class-priority names classes this run does not have: {', '.join(unknown_priority)}")
     if config.task == "classification":
         admitted = [for_classification(sample) for sample in admitted]
-    contents = choose_contents(config.task, admitted, config.instance_masks)
+    contents = choose_contents(config.task, admitted, config.instance_masks, sink.supported_tasks)
     events.planned(list(contents.writes), contents.hint)
     options = RecordOptions(
         class_masks=contents.class_masks,

@@ -73,8 +73,17 @@ def _described(
     return tuple(writes) or ("images only (no annotation found)",), hint
 
 
-def choose_contents(task: Task | None, samples: Sequence[Sample], instance_masks: bool) -> RecordContents:
-    """The record contents for `task` (None: what the data has); raises `UsageError` when the data lacks them."""
+def choose_contents(
+    task: Task | None, samples: Sequence[Sample], instance_masks: bool, supported: frozenset[Task] = frozenset(TASKS)
+) -> RecordContents:
+    """The record contents for `task` (None: what the data has); raises `UsageError` when the data lacks them.
+
+    A format that holds one task only (`-f masks`: segmentation) asks for it whatever `--task` says.
+    """
+    asked_by, advice = f"--task {task}", "drop --task to write what the export has"
+    if task is None and len(supported) == 1:
+        (task,) = supported
+        asked_by, advice = f"this output format (it holds {task} only)", "use -f tfrecord or -f json"
     objects, class_masks, keypoints = _has_objects(samples), _has_class_masks(samples), _has_keypoints(samples)
     image_labels = any(sample.image_labels for sample in samples)
     free_keypoints = any(sample.keypoints for sample in samples)
@@ -96,10 +105,7 @@ def choose_contents(task: Task | None, samples: Sequence[Sample], instance_masks
     }
     present, what = needs[task]
     if not present:
-        raise UsageError(
-            f"--task {task} needs {what}, and no sample of this export has any; drop --task to "
-            "write what the export has"
-        )
+        raise UsageError(f"{asked_by} needs {what}, and no sample of this export has any; {advice}")
     if task == "classification":
         writes, _ = _described(False, False, False, False, True, None)
         return RecordContents(False, False, False, False, False, writes, None)

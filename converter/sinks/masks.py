@@ -79,11 +79,6 @@ class MasksSink:
         return pass_through
 
     def open_split(self, output_dir: Path, split: SplitName, options: RecordOptions) -> _MaskSplitWriter:
-        if not options.class_masks:
-            raise UsageError(
-                "-f masks writes class masks, and no sample of this run has one (a mask file, a polygon, an RLE "
-                "or a brush); plain boxes are not segmentations: use -f json or -f tfrecord for them"
-            )
         return _MaskSplitWriter(output_dir, split)
 
     def check_class_names(self, class_names: Sequence[str]) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from builders import flat, leftovers, load_info, verify, visible_names
+from builders import flat, json_events, leftovers, load_info, verify, visible_names
 from PIL import Image
 
 from . import Input, classification_input, detection_input, segmentation_input
@@ -72,8 +72,12 @@ def test_a_run_without_masks_is_a_usage_error(tmp_path: Path, build: Callable[[P
     result = data.convert(tmp_path / "out", "-f", "masks")
 
     assert result.exit_code == 2
-    assert "-f masks writes class masks, and no sample of this run has one" in flat(result.stderr)
-    assert not (tmp_path / "out" / "dataset_info.yaml").exists()
+    assert flat(result.stderr).endswith(
+        "ERROR: this output format (it holds segmentation only) needs polygons, RLE, brushes or mask files to paint "
+        "class masks from, and no sample of this export has any; use -f tfrecord or -f json"
+    )
+    assert not any(event["event"] == "started" for event in json_events(result.stderr))
+    assert not (tmp_path / "out").exists()  # the folder this run created goes with it: nothing was written
 
 
 def test_instance_masks_are_refused(tmp_path: Path) -> None:

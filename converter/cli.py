@@ -257,6 +257,19 @@ def _kept_message(output: str, output_dir: Path) -> str:
     return f"nothing was written to {output}"
 
 
+def _check_scale_out(machines: int, output_format: str, overlap: Overlap, absolute_paths: bool) -> None:
+    """Refuse, before any reading, what a run spread over machines cannot do."""
+    if output_format != "tfrecord":
+        raise UsageError(f"--num-workers {machines}: scale-out writes TFRecord shards; use -f tfrecord")
+    if overlap == Overlap.combine:
+        raise UsageError(
+            "--overlap combine numbers combination classes as first met in the whole run; it cannot be split "
+            "over machines (--num-workers); use --overlap order or priority"
+        )
+    if absolute_paths:
+        raise UsageError("--absolute-paths cannot be combined with --num-workers: parts are merged by finalize")
+
+
 def _check_task(task: Task | None, instance_masks: bool, output_format: str, sink: Sink[Any]) -> None:
     """Refuse, before any reading, what the chosen format cannot carry."""
     if task is not None and instance_masks and task != "instance-segmentation":
@@ -674,16 +687,9 @@ def convert(
         chosen_task: Task | None = task.value if task is not None else None
         _check_task(chosen_task, instance_masks, output_format.value, sink)
         worker_slice = resolve_worker_slice(num_workers, worker_index)
-        if worker_slice is not None and output_format.value != "tfrecord":
-            raise UsageError(f"--num-workers {worker_slice.count}: scale-out writes TFRecord shards; use -f tfrecord")
-        if worker_slice is not None and overlap == Overlap.combine:
-            raise UsageError(
-                "--overlap combine numbers combination classes as first met in the whole run; it cannot be split "
-                "over machines (--num-workers); use --overlap order or priority"
-            )
-        if worker_slice is not None and absolute_paths:
-            raise UsageError("--absolute-paths cannot be combined with --num-workers: parts are merged by finalize")
-        if fractions.from_source and (labelstudio_url is not None or scale_project is not None):
+        if worker_slice is not None:
+            _check_scale_out(worker_slice.count, output_format.value, overlap, absolute_paths)
+        if fractions.from_source and pulled:
             raise UsageError("--split from-source takes splits from the names of COCO files; pass shares (-s 0.2)")
         if labelstudio_url is not None:
             refuse_url_credentials(labelstudio_url, "--labelstudio-url")  # before anything can echo the URL
@@ -813,7 +819,7 @@ def verify(
         parsed_by = "TensorFlow" if check.parser == "tensorflow" else "the built-in Example parser"
         checked += f", and every record parsed by {parsed_by}"
     for problem in problems:
-        typer.echo(scrub(f"ERROR: {problem}"), err=True)
+        typer.echo(_error_line(problem), err=True)
     if problems:
         raise typer.Exit(code=1)
     typer.echo(f"OK: {verification.records} records in the {listed} listed by {info_path} ({checked})")

@@ -38,6 +38,8 @@ Variants. At each of `--sizes` (default 2,000 and 20,000 images of 640x480):
   the records it wrote.
 * `polygons-640x480`: the COCO polygons export, converted with class masks: polygon
   rasterization, class-mask composition and PNG encoding.
+* `polygons-boxes-only`: the same export with `--task detection`: boxes only, no class mask
+  composed or encoded (what a user training a detector on a polygon export asks for).
 
 Plus, at one size each: `segmentation` (the Ground Truth palette masks, read, remapped and
 PNG-encoded; `--segmentation-images`, default 2,000) and `polygons-1920x1080`
@@ -534,6 +536,7 @@ class Variant:
     images: str  # the -i folder, relative to the folder
     datumaro: bool = False
     masks: bool = False
+    options: tuple[str, ...] = ()  # more converter options (--task detection)
 
     @property
     def data(self) -> Path:
@@ -544,12 +547,13 @@ class Variant:
         return f"{self.name}-{self.images_count}"
 
 
-# name -> (annotation file, -i folder, runs Datumaro, reads masks); in the order they are measured and printed
-SIZED_VARIANTS: dict[str, tuple[str, str, bool, bool]] = {
-    "detection": (DETECTION_MANIFEST, ".", False, False),
-    "coco-detection": (COCO_BOXES, IMAGES_DIR, False, False),
-    "datumaro": (COCO_BOXES, IMAGES_DIR, True, False),
-    "polygons-640x480": (COCO_POLYGONS, IMAGES_DIR, False, False),
+# name -> (annotation file, -i folder, runs Datumaro, reads masks, more options); in the order measured and printed
+SIZED_VARIANTS: dict[str, tuple[str, str, bool, bool, tuple[str, ...]]] = {
+    "detection": (DETECTION_MANIFEST, ".", False, False, ()),
+    "coco-detection": (COCO_BOXES, IMAGES_DIR, False, False, ()),
+    "datumaro": (COCO_BOXES, IMAGES_DIR, True, False, ()),
+    "polygons-640x480": (COCO_POLYGONS, IMAGES_DIR, False, False, ()),
+    "polygons-boxes-only": (COCO_POLYGONS, IMAGES_DIR, False, False, ("--task", "detection")),
 }
 VARIANTS = (*SIZED_VARIANTS, "segmentation", "polygons-1920x1080")
 
@@ -559,8 +563,10 @@ def variants_named(names: Sequence[str], sizes: Sequence[int], segmentation: int
     variants = []
     for name in names:
         if name in SIZED_VARIANTS:
-            annotations, images, datumaro, masks = SIZED_VARIANTS[name]
-            variants += [Variant(name, size, WIDTH, HEIGHT, annotations, images, datumaro, masks) for size in sizes]
+            annotations, images, datumaro, masks, options = SIZED_VARIANTS[name]
+            variants += [
+                Variant(name, size, WIDTH, HEIGHT, annotations, images, datumaro, masks, options) for size in sizes
+            ]
         elif name == "segmentation":
             variants.append(Variant(name, segmentation, WIDTH, HEIGHT, SEGMENTATION_MANIFEST, ".", masks=True))
         else:
@@ -681,6 +687,7 @@ def _convert(variant: Variant, out: Path, log: Path, workers: int | None) -> Con
         "-o",
         str(out),
         *CONVERT_OPTIONS,
+        *variant.options,
         *(("--workers", str(workers)) if workers is not None else ()),
     ]
     wall, returncode, sampler = _run_sampled(command, log)

@@ -441,7 +441,8 @@ def _convert_with_report(
     if config.task == "classification":
         admitted = [for_classification(sample) for sample in admitted]
     contents = choose_contents(config.task, admitted, config.instance_masks, sink.supported_tasks)
-    events.planned(list(contents.writes), contents.hint)
+    if admitted:  # nothing will be written otherwise, and the end of the run says why
+        events.planned(list(contents.writes), contents.hint)
     options = RecordOptions(
         class_masks=contents.class_masks,
         instance_masks=contents.instance_masks,

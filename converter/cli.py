@@ -113,7 +113,8 @@ def _fail(message: str, code: int) -> NoReturn:
 
 def _error_line(message: str) -> str:
     """`ERROR: message`: scrubbed, its middle cut when hostile input made it long, wrapped on a terminal."""
-    text = scrub(message)
+    text = re.sub(r"\s*\n\s*", "; ", scrub(message).strip())  # a listing, or a line break in a hostile path
+    text = "".join(character if character.isprintable() else repr(character)[1:-1] for character in text)
     if len(text) > MESSAGE_CHARACTERS:
         half = MESSAGE_CHARACTERS // 2
         text = f"{text[:half]} … {text[-half:]}"
@@ -121,10 +122,7 @@ def _error_line(message: str) -> str:
     if not sys.stderr.isatty():
         return line  # a log collector keeps the line whole
     width = max(40, shutil.get_terminal_size().columns)
-    return "\n".join(
-        textwrap.fill(paragraph, width, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False)
-        for paragraph in line.splitlines()
-    )
+    return textwrap.fill(line, width, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False)
 
 
 def _usage_message(error: typer.TyperException) -> str:

@@ -339,3 +339,13 @@ def test_no_export_found_is_one_short_line_naming_the_formats(tmp_path: Path) ->
         "labelstudio, mask_folder, coco, geojson, scale); pass it with -a/--annotations, and --source if it is not "
         "recognized"
     )
+
+
+def test_a_hostile_value_cannot_flood_the_error_line(tmp_path: Path) -> None:
+    """A 5,000-character path in a message is cut in the middle; the line stays one line."""
+    hostile = tmp_path / ("x" * 250) / ("y" * 250) / ("z\n" * 100)
+    result = invoke("convert", "-a", hostile, "-o", tmp_path / "out")
+    assert result.exit_code == 2
+    line = error_line(result)
+    assert result.stderr.count("\n") == 1  # one line, whatever the value holds
+    assert len(line) <= 620 and " … " in line and line.startswith("ERROR: annotations path ")

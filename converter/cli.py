@@ -113,7 +113,8 @@ def _fail(message: str, code: int) -> NoReturn:
 
 def _error_line(message: str) -> str:
     """`ERROR: message`: scrubbed, its middle cut when hostile input made it long, wrapped on a terminal."""
-    text = re.sub(r"\s*\n\s*", "; ", scrub(message).strip())  # a listing, or a line break in a hostile path
+    # a listing ("found:\n  a\n  b" -> "found: a; b"), or a line break in a hostile path
+    text = re.sub(r"(:?)\s*\n\s*", lambda match: ": " if match.group(1) else "; ", scrub(message).strip())
     text = "".join(character if character.isprintable() else repr(character)[1:-1] for character in text)
     if len(text) > MESSAGE_CHARACTERS:
         half = MESSAGE_CHARACTERS // 2

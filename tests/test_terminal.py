@@ -14,6 +14,7 @@ import os
 import pty
 import re
 import select
+import signal
 import struct
 import sys
 import termios
@@ -58,6 +59,9 @@ def run_in_terminal(*arguments: str | Path, interrupt_on: str | None = None, wid
     pid, master = pty.fork()
     if pid == 0:  # the child: file descriptors 0-2 and its controlling terminal are the pty
         try:
+            # as in a login shell: a runner started in the background (`make test &`, nohup) ignores
+            # SIGINT, and an ignored signal stays ignored across exec, so ^C would do nothing
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, width, 0, 0))
             environment = {key: value for key, value in os.environ.items() if key not in IMAGE_VARIABLES}
             environment.update(COLUMNS=str(width), LINES="40", TERM="xterm-256color")

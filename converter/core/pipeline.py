@@ -440,32 +440,13 @@ def _convert_with_report(
         raise UsageError(f"--class-priority names classes this run does not have: {', '.join(unknown_priority)}")
     if config.task == "classification":
         admitted = [for_classification(sample) for sample in admitted]
-    contents = choose_contents(config.task, admitted, config.instance_masks, sink.supported_tasks)
-    if admitted:  # nothing will be written otherwise, and the end of the run says why
-        events.planned(list(contents.writes), contents.hint)
-    options = RecordOptions(
-        class_masks=contents.class_masks,
-        instance_masks=contents.instance_masks,
-        keypoints=contents.keypoints,
-        overlap=config.overlap,
-        class_priority=config.class_priority,
-        layout=config.layout,
-        objects=contents.objects,
-        absolute_root=config.output_dir.absolute() if config.absolute_paths else None,
-        keypoints_per_object=max((len(obj.keypoints) for sample in admitted for obj in sample.objects), default=0)
-        if contents.object_keypoints
-        else 0,
-    )
+    options = _record_options(config, admitted, sink, events)
     combinations = CombinationClasses(classes.names) if config.overlap == "combine" else None
     input_samples = len(export.samples) + read.skipped
     allowed_skips = config.max_skipped.allowed(input_samples) if config.max_skipped else None
     plan = _plan_splits(admitted, config)
-    for split, members in plan.items():
-        if admitted and not members and record_source_skips:
-            events.warning(
-                f"{split} gets none of the {len(admitted)} samples: each sample's split comes from a stable hash "
-                "of its key, so a small export can leave a split empty; convert more samples or change -s/--split"
-            )
+    if record_source_skips:
+        _warn_of_empty_splits(plan, len(admitted), events)
     if config.worker_slice is not None:
         plan = {split: members[slice(*config.worker_slice.bounds(len(members)))] for split, members in plan.items()}
     _check_free_space(staging, plan)
@@ -524,6 +505,38 @@ def _convert_with_report(
         info["allowed_skips"] = allowed_skips
     events.finished(summary)
     return _Outcome(summary, info, entries)
+
+
+def _record_options(
+    config: ConvertConfig, admitted: Sequence[Sample], sink: Sink[Any], events: RunEvents
+) -> RecordOptions:
+    """What every record carries (`--task`, else what the data has), told to the user before any work."""
+    contents = choose_contents(config.task, admitted, config.instance_masks, sink.supported_tasks)
+    if admitted:  # nothing will be written otherwise, and the end of the run says why
+        events.planned(list(contents.writes), contents.hint)
+    return RecordOptions(
+        class_masks=contents.class_masks,
+        instance_masks=contents.instance_masks,
+        keypoints=contents.keypoints,
+        overlap=config.overlap,
+        class_priority=config.class_priority,
+        layout=config.layout,
+        objects=contents.objects,
+        absolute_root=config.output_dir.absolute() if config.absolute_paths else None,
+        keypoints_per_object=max((len(obj.keypoints) for sample in admitted for obj in sample.objects), default=0)
+        if contents.object_keypoints
+        else 0,
+    )
+
+
+def _warn_of_empty_splits(plan: dict[SplitName, list[Sample]], admitted: int, events: RunEvents) -> None:
+    """A split left empty by the hash (a handful of samples): readers of that split would find nothing."""
+    for split, members in plan.items():
+        if admitted and not members:
+            events.warning(
+                f"{split} gets none of the {admitted} samples: each sample's split comes from a stable hash "
+                "of its key, so a small export can leave a split empty; convert more samples or change -s/--split"
+            )
 
 
 def _write_records(

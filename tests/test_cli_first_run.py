@@ -110,7 +110,7 @@ def test_the_export_and_output_defaults_hold_only_inside_the_image(tmp_path: Pat
     assert load_info(tmp_path / "data_out")["train"]["samples"] > 0
 
 
-def test_version_help_and_completion() -> None:
+def test_version_and_help() -> None:
     for option in ("--version", "-V"):
         result = invoke(option)
         assert result.exit_code == 0
@@ -126,9 +126,6 @@ def test_version_help_and_completion() -> None:
     convert_help = invoke("convert", "-h").stdout
     for metavar in ("PATH|URL", "FOLDER|URL", "FORMAT", "TASK", "MB", "SHARES"):
         assert metavar in convert_help
-    script = _console_script("--show-completion", "bash")
-    assert script.returncode == 0
-    assert "complete -o default -F _dataset_converter_completion dataset-converter" in script.stdout
 
 
 @pytest.mark.parametrize(

@@ -42,35 +42,36 @@ class RecordContents:
     hint: str | None  # how to change it, when the default chose something costly or optional
 
 
-def _has_objects(samples: Sequence[Sample]) -> bool:
-    return any(sample.objects for sample in samples)
-
-
-def _has_class_masks(samples: Sequence[Sample]) -> bool:
-    return any(sample.has_mask for sample in samples)
-
-
-def _has_keypoints(samples: Sequence[Sample]) -> bool:
-    return any(sample.keypoints for sample in samples) or any(
-        obj.keypoints for sample in samples for obj in sample.objects
-    )
-
-
-def _described(
-    objects: bool, class_masks: bool, instance_masks: bool, keypoints: bool, image_labels: bool, hint: str | None
-) -> tuple[tuple[str, ...], str | None]:
-    writes = [
+def _contents(
+    objects: bool,
+    class_masks: bool,
+    instance_masks: bool,
+    free_keypoints: bool,
+    object_keypoints: bool,
+    image_labels: bool,
+    hint: str | None = None,
+) -> RecordContents:
+    """The contents, with the words that list them ("boxes, class masks")."""
+    writes = tuple(
         name
         for name, present in (
             ("boxes", objects),
             ("class masks", class_masks),
             ("instance masks", instance_masks),
-            ("keypoints", keypoints),
+            ("keypoints", free_keypoints or object_keypoints),
             ("image labels", image_labels),
         )
         if present
-    ]
-    return tuple(writes) or ("images only (no annotation found)",), hint
+    )
+    return RecordContents(
+        objects,
+        class_masks,
+        instance_masks,
+        free_keypoints,
+        object_keypoints,
+        writes or ("images only (no annotation found)",),
+        hint,
+    )
 
 
 def choose_contents(
@@ -84,18 +85,19 @@ def choose_contents(
     if task is None and len(supported) == 1:
         (task,) = supported
         asked_by, advice = f"this output format (it holds {task} only)", "use -f tfrecord or -f json"
-    objects, class_masks, keypoints = _has_objects(samples), _has_class_masks(samples), _has_keypoints(samples)
+    objects = any(sample.objects for sample in samples)
+    class_masks = any(sample.has_mask for sample in samples)
     image_labels = any(sample.image_labels for sample in samples)
     free_keypoints = any(sample.keypoints for sample in samples)
     object_keypoints = any(obj.keypoints for sample in samples for obj in sample.objects)
+    keypoints = free_keypoints or object_keypoints
     if task is None:
         hint = None
         if class_masks:
             hint = "shapes found: --task detection writes boxes only, without rasterizing masks"
         elif keypoints:
             hint = "keypoints found: --task detection leaves them out"
-        writes, hint = _described(objects, class_masks, instance_masks, keypoints, image_labels, hint)
-        return RecordContents(objects, class_masks, instance_masks, free_keypoints, object_keypoints, writes, hint)
+        return _contents(objects, class_masks, instance_masks, free_keypoints, object_keypoints, image_labels, hint)
     needs = {
         "detection": (objects, "objects (boxes, shapes or keypoints with a box)"),
         "segmentation": (class_masks, "polygons, RLE, brushes or mask files to paint class masks from"),
@@ -107,16 +109,14 @@ def choose_contents(
     if samples and not present:  # with no sample left the run fails anyway, saying why
         raise UsageError(f"{asked_by} needs {what}, and no sample of this export has any; {advice}")
     if task == "classification":
-        writes, _ = _described(False, False, False, False, True, None)
-        return RecordContents(False, False, False, False, False, writes, None)
-    contents = {
+        return _contents(False, False, False, False, False, True)
+    carried = {  # objects, class masks, instance masks, free keypoints, object keypoints
         "detection": (True, False, False, False, False),
         "segmentation": (objects, True, False, False, False),
         "instance-segmentation": (True, False, True, False, False),
         "keypoints": (True, False, False, free_keypoints, object_keypoints),
     }[task]
-    writes, _ = _described(contents[0], contents[1], contents[2], contents[3] or contents[4], image_labels, None)
-    return RecordContents(*contents, writes, None)
+    return _contents(*carried, image_labels)
 
 
 def for_classification(sample: Sample) -> Sample:

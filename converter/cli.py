@@ -27,7 +27,8 @@ from converter.console import JsonLogEvents, RunContext, TerminalEvents
 from converter.core.classes import load_pinned_classes
 from converter.core.commit import DATASET_INFO, OutputFolder, describe_os_error
 from converter.core.finalize import finalize as finalize_parts
-from converter.core.pipeline import ConvertConfig, SkipLimit, run
+from converter.core.pipeline import run
+from converter.core.plan import ConvertConfig, SkipLimit
 from converter.core.protocols import Sink
 from converter.core.scaleout import NUM_WORKERS_VARIABLE, WORKER_INDEX_VARIABLE, resolve_worker_slice
 from converter.core.secret import Secret, refuse_url_credentials, scrub

@@ -15,16 +15,15 @@ input costs no memory however much of it there is.
 
 from __future__ import annotations
 
-import math
 import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from converter import __version__
-from converter.core.classes import FIRST_CLASS_ID, build_class_list
+from converter.core.classes import FIRST_CLASS_ID
 from converter.core.commit import (
     DATASET_INFO,
     REPORT,
@@ -37,99 +36,17 @@ from converter.core.commit import (
     write_durably,
     yaml_text,
 )
-from converter.core.image_ids import resolve_collisions
 from converter.core.materialize import RecordOptions
-from converter.core.parallel import available_cpus, ordered_map, start_fork_server
+from converter.core.parallel import start_fork_server
+from converter.core.plan import ConvertConfig, RunEvents, RunPlan, StoppedRead, map_planned, plan_run, pool_size, skip
 from converter.core.protocols import Sink, Source, SplitOutput
-from converter.core.rasterize import CombinationClasses, OverlapPolicy
+from converter.core.rasterize import CombinationClasses
 from converter.core.report import Report, ReportSummary
-from converter.core.sample import Sample, SkippedSample, SourceContents
+from converter.core.sample import Sample
 from converter.core.scaleout import PART_MANIFEST, PARTS_FOLDER, WorkerSlice
-from converter.core.split import SplitFractions, SplitName, assign_split, seeded_order
-from converter.core.tasks import Task, choose_contents, for_classification
-from converter.core.worker import ConvertedSample, FailedSample, WorkerSettings, convert_sample, install
-from converter.errors import ConverterError, SampleLocation, UsageError, quoted
-
-MIN_SAMPLES_PER_WORKER = 16  # below this a worker costs more to start than it saves
-MAX_CHUNK_SAMPLES = 32  # samples per task sent to a worker: fewer round trips, still a smooth progress bar
-
-
-@dataclass(frozen=True)
-class SkipLimit:
-    """`--max-skipped`: a count (`10`) or a fraction of the input samples (`0.05`, `5%`)."""
-
-    count: int | None = None
-    fraction: float | None = None
-
-    def __post_init__(self) -> None:
-        if (self.count is None) == (self.fraction is None):
-            raise ValueError("give exactly one of count and fraction")
-        if self.count is not None and self.count < 0:
-            raise ValueError(f"--max-skipped count must be >= 0, got {self.count}")
-        if self.fraction is not None and not 0 <= self.fraction <= 1:
-            raise ValueError(f"--max-skipped fraction must lie in [0, 1], got {self.fraction}")
-
-    @classmethod
-    def parse(cls, text: str) -> SkipLimit:
-        """`"10"` -> 10 samples; `"0.05"` or `"5%"` -> 5% of the input samples."""
-        stripped = text.strip()
-        try:
-            if stripped.endswith("%"):
-                return cls(fraction=float(stripped[:-1]) / 100)
-            if stripped.isdigit():
-                return cls(count=int(stripped))
-            return cls(fraction=float(stripped))
-        except ValueError as error:
-            raise ValueError(
-                f"expected a count like 10 or a fraction like 0.05 or 5%, got {text!r} ({error})"
-            ) from None
-
-    def allowed(self, input_samples: int) -> int:
-        """How many skipped samples a run of `input_samples` may have."""
-        if self.count is not None:
-            return self.count
-        return math.floor((self.fraction or 0.0) * input_samples + 1e-9)
-
-
-@dataclass(frozen=True)
-class ConvertConfig:
-    """Everything a run needs besides its source and sink."""
-
-    output_dir: Path
-    fractions: SplitFractions
-    seed: int
-    pinned_classes: tuple[str, ...] | None = None
-    allow_new_classes: bool = False
-    absolute_paths: bool = False
-    max_skipped: SkipLimit | None = None
-    overlap: OverlapPolicy = "order"
-    class_priority: tuple[str, ...] = ()
-    instance_masks: bool = False
-    layout: str = "object-detection-api"
-    workers: int | None = 1  # worker processes; None: chosen from the CPUs and the work (`_pool_size`)
-    worker_slice: WorkerSlice | None = None  # scale-out: convert only this slice, into parts/<part_name>
-    overwrite: bool = False  # replace paths in the output folder that the converter did not write
-    task: Task | None = None  # what the records carry (`converter.core.tasks`); None: what the data has
-
-
-class RunEvents(Protocol):
-    """What the pipeline tells the user interface while it runs."""
-
-    def planned(self, writes: list[str], hint: str | None) -> None:
-        """Once the export is read: what the records will carry, and how to change it."""
-        ...
-
-    def started(self, total_samples: int, already_skipped: int) -> None: ...
-
-    def warning(self, message: str) -> None:
-        """Something the user should know about the whole run (not one sample: those go to the report)."""
-        ...
-
-    def sample_done(self) -> None: ...
-
-    def sample_skipped(self, location: SampleLocation, code: str, reason: str) -> None: ...
-
-    def finished(self, summary: ReportSummary) -> None: ...
+from converter.core.split import SplitName
+from converter.core.worker import ConvertedSample, FailedSample, convert_sample, install
+from converter.errors import ConverterError, UsageError
 
 
 @dataclass(frozen=True)
@@ -154,42 +71,6 @@ class _ClassCounts:
             name: {"objects": self.objects.get(class_id, 0), "images": self.images.get(class_id, 0)}
             for class_id, name in enumerate(names, start=FIRST_CLASS_ID)
         }
-
-
-def _plan_splits(samples: Sequence[Sample], config: ConvertConfig) -> dict[SplitName, list[Sample]]:
-    """Each split's samples (by the key's hash, or from source by their file's split), in the seeded record order."""
-    plan: dict[SplitName, list[Sample]] = {split: [] for split in config.fractions.active_splits()}
-    for sample in samples:
-        plan[assign_split(sample.key, config.seed, config.fractions, sample.source_split)].append(sample)
-    return {
-        split: [members[index] for index in seeded_order([sample.key for sample in members], config.seed)]
-        for split, members in plan.items()
-    }
-
-
-def _pool_size(requested: int | None, options: RecordOptions, combining: bool, samples: int) -> int:
-    """How many worker processes to use; 1 means in this process, without a pool.
-
-    Without a request: every CPU when the run rasterizes or encodes masks (CPU work the
-    workers do in parallel), but one CPU fewer when records are mostly the image bytes
-    passed through. Then the parent, receiving and writing every record, is busy full time
-    and a pool on too few CPUs is slower than one process (measured on 2 CPUs: 2,000
-    detection records in 1.0 s in one process, 1.4 s with two workers; polygon masks 4.9 s
-    against 3.2 s). Combination classes are numbered as first met in record order, so
-    `--overlap combine` keeps one process; and a small run is not worth starting workers.
-    """
-    if combining:
-        return 1
-    if requested is None:
-        cpus = available_cpus()
-        requested = cpus if options.class_masks or options.instance_masks else cpus - 1
-    return max(1, min(requested, samples // MIN_SAMPLES_PER_WORKER))
-
-
-def _chunk_size(samples: int, workers: int) -> int:
-    """Samples per worker task: large enough to amortize a round trip, small enough that
-    every worker gets several tasks (an even finish) and a task's bytes stay small."""
-    return max(1, min(MAX_CHUNK_SAMPLES, samples // (workers * 8)))
 
 
 def _dataset_info(
@@ -242,10 +123,6 @@ def _dataset_info(
     return info
 
 
-class _TooManySkipped(Exception):  # noqa: N818 - a signal between the skip handler and the read, never shown
-    """Raised from the skip handler to stop reading the export once `--max-skipped` is exceeded."""
-
-
 @dataclass
 class _Outcome:
     """What a conversion left in its folder: the report's summary, and dataset_info when it succeeded."""
@@ -265,7 +142,7 @@ def run(source: Source, sink: Sink[Any], config: ConvertConfig, events: RunEvent
     """
     # A pool is certain when even a pass-through run of any size would get one: start its
     # fork server now, in the background, while the export is read.
-    if _pool_size(config.workers, RecordOptions(), config.overlap == "combine", sys.maxsize) > 1:
+    if pool_size(config.workers, RecordOptions(), config.overlap == "combine", sys.maxsize) > 1:
         start_fork_server()
     if config.worker_slice is not None:
         return _run_part(source, sink, config, events, config.worker_slice)
@@ -362,117 +239,29 @@ def _commit_part(staging: Path, part_dir: Path, part_info: dict[str, Any] | None
     fsync_folder(part_dir)
 
 
-def _skip(report: Report, events: RunEvents, location: SampleLocation, code: str, reason: str) -> None:
-    """One input sample not written: into the report, and told to the user interface."""
-    report.add_skipped(location, code, reason)
-    events.sample_skipped(location, code, reason)
-
-
-@dataclass
-class _SourceRead:
-    contents: SourceContents | None  # None: a --max-skipped count was exceeded while reading
-    skipped: int  # entries the source skipped (counted even where another worker reports them)
-
-
-def _read_source(
-    source: Source, report: Report, events: RunEvents, limit: SkipLimit | None, record_skips: bool
-) -> _SourceRead:
-    """The export's contents, its skipped entries streamed into the report as they are met.
-
-    A `--max-skipped` count stops the read as soon as it is exceeded, rather than parse the
-    rest of a file already known to fail the run. A fraction needs the total, so it is
-    checked once the whole export is read.
-    """
-    count_limit = limit.count if limit is not None and record_skips else None
-    skipped = 0
-
-    def on_skip(entry: SkippedSample) -> None:
-        nonlocal skipped
-        skipped += 1
-        if not record_skips:  # a scaled-out worker other than 0: worker 0 reports what the source skipped
-            return
-        _skip(report, events, entry.location, entry.code, entry.reason)
-        if count_limit is not None and skipped > count_limit:
-            raise _TooManySkipped
-
-    try:
-        return _SourceRead(source.read(on_skip), skipped)
-    except _TooManySkipped:
-        return _SourceRead(None, skipped)
-
-
 def _convert_with_report(
     staging: Path, source: Source, sink: Sink[Any], config: ConvertConfig, events: RunEvents, report: Report
 ) -> _Outcome:
-    record_source_skips = config.worker_slice is None or config.worker_slice.index == 0
-    read = _read_source(source, report, events, config.max_skipped, record_source_skips)
-    export = read.contents
-    if export is None:
-        return _failed(
-            staging,
-            report,
-            events,
-            read.skipped,
-            f"reading stopped once {read.skipped} input samples were skipped, more than --max-skipped allows; "
-            "no dataset was written (the summary counts only what was skipped before reading stopped)",
-        )
-    classes = build_class_list(export.native_class_order, config.pinned_classes, config.allow_new_classes)
-
-    for annotation_note in export.annotation_notes if record_source_skips else ():
-        report.add_object_note(annotation_note.location, None, annotation_note.code, annotation_note.message)
-    admitted = []
-    for sample in export.samples:
-        unknown = [name for name in sample.class_names() if name not in classes]
-        if unknown:
-            if not record_source_skips:  # not this worker's to report: worker 0 reports it
-                continue
-            reason = (
-                f"classes {', '.join(map(quoted, unknown))} are not in the --classes list; add them to it or pass "
-                "--allow-new-classes"
-            )
-            _skip(report, events, sample.location, "unknown_class", reason)
-        else:
-            admitted.append(sample)
-
-    sink.check_class_names(classes.names)
-    unknown_priority = [name for name in config.class_priority if name not in classes]
-    if unknown_priority:
-        raise UsageError(f"--class-priority names classes this run does not have: {', '.join(unknown_priority)}")
-    if config.task == "classification":
-        admitted = [for_classification(sample) for sample in admitted]
-    options = _record_options(config, admitted, sink, events)
-    combinations = CombinationClasses(classes.names) if config.overlap == "combine" else None
-    input_samples = len(export.samples) + read.skipped
-    allowed_skips = config.max_skipped.allowed(input_samples) if config.max_skipped else None
-    plan = _plan_splits(admitted, config)
-    if record_source_skips:
-        _warn_of_empty_splits(plan, len(admitted), events)
-    if config.worker_slice is not None:
-        plan = {split: members[slice(*config.worker_slice.bounds(len(members)))] for split, members in plan.items()}
-    _check_free_space(staging, plan)
-    events.started(sum(len(members) for members in plan.values()), report.skipped)
-
-    if allowed_skips is not None and report.skipped > allowed_skips:
-        plan = {split: [] for split in plan}  # the source's own skips already exceed the limit: convert nothing
-    image_id_overrides, collisions = resolve_collisions(admitted)
-    for collision in collisions if record_source_skips else ():
-        report.add_warning(
-            collision.sample.location,
-            f"its derived image id equals that of {quoted(collision.taken_by)}; image/source_id is "
-            f"{collision.image_id} instead",
-        )
-    settings = WorkerSettings(classes, options, combinations, sink.record_encoder(options), image_id_overrides)
-    outputs, counts = _write_records(staging, sink, plan, settings, config.workers, report, events, allowed_skips)
+    plan = plan_run(source, sink, config, events, report)
+    if isinstance(plan, StoppedRead):
+        return _failed(staging, report, events, plan.skipped, plan.failure)
+    _check_free_space(staging, plan.splits)
+    events.started(plan.planned_samples, report.skipped)
+    splits = plan.splits
+    if plan.allowed_skips is not None and report.skipped > plan.allowed_skips:
+        splits = {split: [] for split in splits}  # the source's own skips already exceed the limit: convert nothing
+    outputs, counts = _write_records(staging, sink, plan, splits, config.workers, report, events)
 
     converted: dict[str, int] = {split: output.samples for split, output in outputs.items()}
-    if allowed_skips is not None and report.skipped > allowed_skips:
+    input_samples = plan.input_samples
+    if plan.allowed_skips is not None and report.skipped > plan.allowed_skips:
         return _failed(
             staging,
             report,
             events,
             input_samples,
             f"{report.skipped} of {input_samples} input samples were skipped, more than --max-skipped allows "
-            f"({allowed_skips}); conversion stopped",
+            f"({plan.allowed_skips}); conversion stopped",
             converted,
         )
     if sum(converted.values()) == 0 and config.worker_slice is None:  # finalize checks the whole run
@@ -481,7 +270,7 @@ def _convert_with_report(
         )
     summary = report.summary(input_samples=input_samples, converted_by_split=converted, failure=None)
     report.write(staging / REPORT, summary)
-    class_names = [*classes.names, *(combinations.names if combinations else [])]
+    class_names = plan.class_names()
     entries = [entry for output in outputs.values() for entry in output.entries]
     entries += sink.finish(staging, class_names)
     info = _dataset_info(
@@ -489,10 +278,10 @@ def _convert_with_report(
         outputs,
         counts,
         config,
-        sink.describe_layout(options),
-        _masks_description(config, combinations) if options.class_masks else None,
+        sink.describe_layout(plan.options),
+        _masks_description(config, plan.combinations) if plan.options.class_masks else None,
         {
-            **export.description,
+            **plan.export.description,
             "samples": input_samples,
             "converted": summary["converted"],
             "skipped": summary["skipped"],
@@ -502,74 +291,32 @@ def _convert_with_report(
     if config.worker_slice is None:
         write_durably(staging / DATASET_INFO, yaml_text(info))
     else:
-        info["allowed_skips"] = allowed_skips
+        info["allowed_skips"] = plan.allowed_skips
     events.finished(summary)
     return _Outcome(summary, info, entries)
-
-
-def _record_options(
-    config: ConvertConfig, admitted: Sequence[Sample], sink: Sink[Any], events: RunEvents
-) -> RecordOptions:
-    """What every record carries (`--task`, else what the data has), told to the user before any work."""
-    contents = choose_contents(config.task, admitted, config.instance_masks, sink.supported_tasks)
-    if admitted:  # nothing will be written otherwise, and the end of the run says why
-        events.planned(list(contents.writes), contents.hint)
-    return RecordOptions(
-        class_masks=contents.class_masks,
-        instance_masks=contents.instance_masks,
-        keypoints=contents.keypoints,
-        overlap=config.overlap,
-        class_priority=config.class_priority,
-        layout=config.layout,
-        objects=contents.objects,
-        absolute_root=config.output_dir.absolute() if config.absolute_paths else None,
-        keypoints_per_object=max((len(obj.keypoints) for sample in admitted for obj in sample.objects), default=0)
-        if contents.object_keypoints
-        else 0,
-    )
-
-
-def _warn_of_empty_splits(plan: dict[SplitName, list[Sample]], admitted: int, events: RunEvents) -> None:
-    """A split left empty by the hash (a handful of samples): readers of that split would find nothing."""
-    for split, members in plan.items():
-        if admitted and not members:
-            events.warning(
-                f"{split} gets none of the {admitted} samples: each sample's split comes from a stable hash "
-                "of its key, so a small export can leave a split empty; convert more samples or change -s/--split"
-            )
 
 
 def _write_records(
     staging: Path,
     sink: Sink[Any],
-    plan: dict[SplitName, list[Sample]],
-    settings: WorkerSettings,
+    plan: RunPlan,
+    splits: dict[SplitName, list[Sample]],
     requested_workers: int | None,
     report: Report,
     events: RunEvents,
-    allowed_skips: int | None,
 ) -> tuple[dict[SplitName, SplitOutput], dict[SplitName, _ClassCounts]]:
     """Convert the planned samples on the workers and write each split's records in the seeded order.
 
-    Stops early once `allowed_skips` is exceeded; every sample not written is in the report.
+    Stops early once the plan's allowed skips are exceeded; every sample not written is in the report.
     """
-    writers = {split: sink.open_split(staging, split, settings.options) for split in plan}
-    counts: dict[SplitName, _ClassCounts] = {split: _ClassCounts({}, {}) for split in plan}
-    queue = [(split, sample) for split, members in plan.items() for sample in members]
-    workers = _pool_size(requested_workers, settings.options, settings.combinations is not None, len(queue))
-    results = ordered_map(
-        convert_sample,
-        (sample for _, sample in queue),
-        workers,
-        chunk_size=_chunk_size(len(queue), workers),
-        initializer=install,
-        initargs=(settings,),
-    )
+    writers = {split: sink.open_split(staging, split, plan.options) for split in splits}
+    counts: dict[SplitName, _ClassCounts] = {split: _ClassCounts({}, {}) for split in splits}
+    queue, results = map_planned(plan, splits, convert_sample, install, requested_workers)
     try:
         for (split, sample), result in zip(queue, results, strict=True):
             if isinstance(result, FailedSample):
-                _skip(report, events, sample.location, result.code, result.message)
-                if allowed_skips is not None and report.skipped > allowed_skips:
+                skip(report, events, sample.location, result.code, result.message)
+                if plan.allowed_skips is not None and report.skipped > plan.allowed_skips:
                     break
                 continue
             writers[split].write(result.payload)

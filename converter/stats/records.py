@@ -59,4 +59,5 @@ class WrittenRecord:
     image_labels: tuple[tuple[int, str], ...] = ()
     keypoints: tuple[tuple[int, str, WrittenKeypoint], ...] = ()  # image-level points: class id, class name, point
     class_mask_png: bytes | None = None
+    class_mask_pixels: tuple[tuple[int, int], ...] | None = None  # (class id, pixels), where known without decoding
     image_bytes: bytes | None = None

@@ -102,16 +102,16 @@ def test_the_cpu_count_honours_a_cgroup_quota(tmp_path: Path, monkeypatch: pytes
 
 
 def test_the_pool_size_follows_the_request_the_work_and_the_run_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    from converter.core import pipeline
+    from converter.core import plan
     from converter.core.materialize import RecordOptions
 
-    monkeypatch.setattr(pipeline, "available_cpus", lambda: 8)
+    monkeypatch.setattr(plan, "available_cpus", lambda: 8)
     masks, passthrough = RecordOptions(class_masks=True), RecordOptions(objects=True)
-    assert pipeline._pool_size(None, masks, False, 10_000) == 8
-    assert pipeline._pool_size(None, RecordOptions(instance_masks=True), False, 10_000) == 8
-    assert pipeline._pool_size(None, passthrough, False, 10_000) == 7  # a CPU for the writer
-    assert pipeline._pool_size(3, passthrough, False, 10_000) == 3  # asked for: given
-    assert pipeline._pool_size(None, masks, True, 10_000) == 1  # combination classes: one process
-    assert pipeline._pool_size(None, masks, False, 40) == 2  # 16 samples per worker at least
-    monkeypatch.setattr(pipeline, "available_cpus", lambda: 2)
-    assert pipeline._pool_size(None, passthrough, False, 10_000) == 1  # 2 CPUs: in this process
+    assert plan.pool_size(None, masks, False, 10_000) == 8
+    assert plan.pool_size(None, RecordOptions(instance_masks=True), False, 10_000) == 8
+    assert plan.pool_size(None, passthrough, False, 10_000) == 7  # a CPU for the writer
+    assert plan.pool_size(3, passthrough, False, 10_000) == 3  # asked for: given
+    assert plan.pool_size(None, masks, True, 10_000) == 1  # combination classes: one process
+    assert plan.pool_size(None, masks, False, 40) == 2  # 16 samples per worker at least
+    monkeypatch.setattr(plan, "available_cpus", lambda: 2)
+    assert plan.pool_size(None, passthrough, False, 10_000) == 1  # 2 CPUs: in this process

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from converter.cli import app
-from converter.core.pipeline import SkipLimit
+from converter.core.plan import SkipLimit
 from converter.core.verify import Verification, verify_dataset
 from converter.formats.tfrecord import frame_record
 

@@ -9,33 +9,84 @@ Logs go to stderr: a progress bar on a terminal, otherwise one JSON object per l
 from __future__ import annotations
 
 import difflib
-import enum
 import os
 import re
 import shutil
 import sys
+import tempfile
 import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 import yaml
 from typer.core import TyperCommand, TyperGroup
 
 from converter import __version__
-from converter.console import JsonLogEvents, RunContext, TerminalEvents
+from converter.cli_options import (
+    LABEL_STUDIO_TOKEN_VARIABLE,
+    SCALE_KEY_VARIABLE,
+    AbsolutePathsOption,
+    AllowNewClassesOption,
+    AnnotationRule,
+    AnnotationRuleOption,
+    AnnotationsOption,
+    BatchOption,
+    CheckReportOption,
+    ClassesOption,
+    ClassPriorityOption,
+    CreatedAfterOption,
+    CreatedBeforeOption,
+    DownloadImagesOption,
+    ImageCacheOption,
+    ImagesOption,
+    InstanceMasksOption,
+    LabelAttributeOption,
+    LabelstudioTokenPathOption,
+    LabelstudioUrlOption,
+    LayoutOption,
+    MasksOption,
+    MaxSkippedOption,
+    NumWorkersOption,
+    OutputFormat,
+    OutputFormatOption,
+    OutputOption,
+    Overlap,
+    OverlapOption,
+    OverwriteOption,
+    PartitionOption,
+    ProjectOption,
+    RecordLayout,
+    RunRequest,
+    ScaleApiKeyPathOption,
+    ScaleApiUrlOption,
+    ScaleProjectOption,
+    SeedOption,
+    SourceOption,
+    SplitOption,
+    StatsOption,
+    StrictOption,
+    TaskOption,
+    WorkerIndexOption,
+    WorkersOption,
+)
+from converter.console import JsonLogEvents, RunContext, TerminalEvents, describe_check
+from converter.core.check import check_export
 from converter.core.classes import load_pinned_classes
 from converter.core.commit import DATASET_INFO, OutputFolder, describe_os_error
 from converter.core.finalize import finalize as finalize_parts
 from converter.core.pipeline import run
 from converter.core.plan import ConvertConfig, SkipLimit
-from converter.core.protocols import Sink
-from converter.core.scaleout import NUM_WORKERS_VARIABLE, WORKER_INDEX_VARIABLE, resolve_worker_slice
+from converter.core.protocols import Sink, Source
+from converter.core.report import Report
+from converter.core.scaleout import resolve_worker_slice
 from converter.core.secret import Secret, refuse_url_credentials, scrub
 from converter.core.shard import megabytes_to_bytes
 from converter.core.split import SPLIT_NAMES, parse_split_fractions
-from converter.core.storage import as_location
-from converter.core.tasks import TASKS, Task
+from converter.core.storage import RemotePath, as_location
+from converter.core.tasks import Task
 from converter.core.verify import verify_dataset
 from converter.errors import ConverterError, UsageError, quoted
 from converter.remote_run import RemoteRun
@@ -45,39 +96,15 @@ from converter.sinks.tfrecord_keys import OBJECT_DETECTION_API
 from converter.sinks.training_stacks import merge_training_stack
 from converter.sources import SOURCES, LocatedExport, SourceOptions, locate_split_files
 
-OutputFormat = enum.Enum("OutputFormat", {name: name for name in SINKS}, type=str)  # type: ignore[misc]
-SourceFormat = enum.Enum("SourceFormat", {name: name for name in SOURCES}, type=str)  # type: ignore[misc]
-TaskChoice = enum.Enum("TaskChoice", {name: name for name in TASKS}, type=str)  # type: ignore[misc]
-
 IMAGE_CACHE_FOLDER = ".image-cache"
-INPUT_PANEL, SPLIT_PANEL, OUTPUT_PANEL = "Input", "Splits and classes", "Output"
-MASKS_PANEL, LABEL_STUDIO_PANEL, SCALE_PANEL = "Masks", "Label Studio server", "Scale AI"
-SCALE_OUT_PANEL = "Parallelism and scale-out"
-LABEL_STUDIO_TOKEN_VARIABLE = "LABEL_STUDIO_API_KEY"
-SCALE_KEY_VARIABLE = "SCALE_API_KEY"
 DEBUG_VARIABLE = "DATASET_CONVERTER_DEBUG"
 PROGRAM = "dataset-converter"
 MESSAGE_CHARACTERS = 600  # one hostile value quoted in a message must not fill the screen
 ROOT_OPTIONS = ("--help", "-h", "--version", "-V", "--install-completion", "--show-completion")
 FLAG_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0"}  # what users write after an on/off flag
 INTERRUPTED = 130  # what shells report for a process ended by Ctrl-C (128 + SIGINT)
-
-
-class RecordLayout(enum.StrEnum):
-    object_detection_api = "object-detection-api"
-    modelpack = "modelpack"
-
-
-class Overlap(enum.StrEnum):
-    order = "order"
-    priority = "priority"
-    combine = "combine"
-
-
-class AnnotationRule(enum.StrEnum):
-    ground_truth_then_newest = "ground-truth-then-newest"
-    newest = "newest"
-    oldest = "oldest"
+T = TypeVar("T")
+Given = TypeVar("Given")
 
 
 def _secret_from(path: Path | None, variable: str, what: str) -> Secret:
@@ -287,478 +314,58 @@ def _check_task(task: Task | None, instance_masks: bool, output_format: str, sin
 
 @app.command(cls=_Command)
 def convert(
-    annotations: Annotated[
-        str | None,
-        typer.Option(
-            "-a",
-            "--annotations",
-            metavar="PATH|URL",
-            envvar="DATASET_CONVERTER_ANNOTATIONS",
-            rich_help_panel=INPUT_PANEL,
-            help="Annotation file (manifest, COCO or GeoJSON JSON, Label Studio or Scale AI export, mask label map), "
-            "or a folder holding exactly one; its format is recognized unless --source says it. May be an "
-            "s3:// or gs:// URL. Inside the dataset-converter image: /data_in.",
-        ),
-    ] = None,
-    images: Annotated[
-        str | None,
-        typer.Option(
-            "-i",
-            "--images",
-            metavar="FOLDER|URL",
-            envvar="DATASET_CONVERTER_IMAGES",
-            rich_help_panel=INPUT_PANEL,
-            help="Folder the image references resolve under (or an s3:// or gs:// prefix); default: the -a folder, "
-            "or the annotation file's folder.",
-        ),
-    ] = None,
-    source: Annotated[
-        SourceFormat | None,
-        typer.Option(
-            "--source",
-            metavar="FORMAT",
-            rich_help_panel=INPUT_PANEL,
-            help=f"Input format, one of {', '.join(SOURCES)}; default: recognized from the input.",
-        ),
-    ] = None,
-    label_attribute: Annotated[
-        str | None,
-        typer.Option(
-            "--label-attribute",
-            metavar="NAME",
-            rich_help_panel=INPUT_PANEL,
-            help="Ground Truth label attribute to convert when lines carry several (e.g. an adjustment job's).",
-        ),
-    ] = None,
-    output: Annotated[
-        str | None,
-        typer.Option(
-            "-o",
-            "--output",
-            metavar="FOLDER|URL",
-            envvar="DATASET_CONVERTER_OUTPUT",
-            rich_help_panel=OUTPUT_PANEL,
-            help="Output folder; created if absent. An s3:// or gs:// prefix is written locally (under TMPDIR) "
-            "first, then uploaded, dataset_info.yaml last. Inside the dataset-converter image: /data_out.",
-        ),
-    ] = None,
-    output_format: Annotated[
-        OutputFormat,
-        typer.Option(
-            "-f",
-            "--format",
-            metavar="FORMAT",
-            rich_help_panel=OUTPUT_PANEL,
-            help="Output format: tfrecord (shards, see --layout), masterful (Masterful CLI CSV), json (a JSON file "
-            "per image), masks (images and same-named PNG class masks); docs/outputs.md describes each.",
-        ),
-    ] = OutputFormat.tfrecord,  # type: ignore[attr-defined]
-    task: Annotated[
-        TaskChoice | None,
-        typer.Option(
-            "--task",
-            metavar="TASK",
-            rich_help_panel=OUTPUT_PANEL,
-            help="What the records carry: detection (boxes only), segmentation (a class mask per image), "
-            "instance-segmentation (boxes and a mask per object), classification (image labels only) or keypoints; "
-            "default: whatever the export has (every run's first line says what that is).",
-        ),
-    ] = None,
-    partition: Annotated[
-        float,
-        typer.Option(
-            "-p",
-            "--partition",
-            metavar="MB",
-            rich_help_panel=OUTPUT_PANEL,
-            min=0.001,
-            help="Largest shard size in MB (MiB, 1,048,576 bytes); a shard exceeds it only if one record alone does.",
-        ),
-    ] = 100.0,
-    absolute_paths: Annotated[
-        bool,
-        typer.Option(
-            "--absolute-paths",
-            rich_help_panel=OUTPUT_PANEL,
-            help="Write absolute paths in dataset_info.yaml, Masterful CSVs and JSON annotations instead of "
-            "relative ones (relative to the file that holds them, so the dataset can move).",
-        ),
-    ] = False,
-    overwrite: Annotated[
-        bool,
-        typer.Option(
-            "--overwrite",
-            rich_help_panel=OUTPUT_PANEL,
-            help="Replace paths in the output folder that the converter did not write (a folder named like a "
-            "split, another tool's report.json). Without it such a path stops the run before any work.",
-        ),
-    ] = False,
-    split: Annotated[
-        str,
-        typer.Option(
-            "-s",
-            "--split",
-            metavar="SHARES",
-            rich_help_panel=SPLIT_PANEL,
-            help="Validation share (0.2 -> 80/20 train/validation), train,validation[,test] shares (0.8,0.1,0.1), "
-            "or from-source: -a names a folder of COCO files whose names say their split (instances_val2017.json "
-            "-> validation).",
-        ),
-    ] = "0.2",
-    seed: Annotated[
-        int,
-        typer.Option(
-            "--seed",
-            metavar="N",
-            rich_help_panel=SPLIT_PANEL,
-            help="Seed of the split and of the record order.",
-        ),
-    ] = 0,
-    classes: Annotated[
-        Path | None,
-        typer.Option(
-            "--classes",
-            metavar="FILE",
-            rich_help_panel=SPLIT_PANEL,
-            exists=True,
-            dir_okay=False,
-            help="Pin the class list and its order: one name per line, or a previous dataset_info.yaml.",
-        ),
-    ] = None,
-    allow_new_classes: Annotated[
-        bool,
-        typer.Option(
-            "--allow-new-classes",
-            rich_help_panel=SPLIT_PANEL,
-            help="With --classes: append classes it lacks instead of skipping their samples.",
-        ),
-    ] = False,
-    max_skipped: Annotated[
-        str | None,
-        typer.Option(
-            "--max-skipped",
-            metavar="N|FRACTION",
-            rich_help_panel=OUTPUT_PANEL,
-            help="Fail (exit 1, no dataset) if more samples are skipped: a count (10) or a fraction (0.05 or 5%).",
-        ),
-    ] = None,
-    overlap: Annotated[
-        Overlap,
-        typer.Option(
-            "--overlap",
-            metavar="RULE",
-            rich_help_panel=MASKS_PANEL,
-            help="Where shapes overlap in a class mask: later ones paint over earlier (order), the higher "
-            "--class-priority wins (priority), or the pixel gets a combination class like Canvas+Obstruction "
-            "(combine; numbered as first met, so it runs in one process).",
-        ),
-    ] = Overlap.order,
-    class_priority: Annotated[
-        str | None,
-        typer.Option(
-            "--class-priority",
-            metavar="NAMES",
-            rich_help_panel=MASKS_PANEL,
-            help="With --overlap priority: comma-separated classes, highest priority first; unlisted classes rank "
-            "below them.",
-        ),
-    ] = None,
-    instance_masks: Annotated[
-        bool,
-        typer.Option(
-            "--instance-masks",
-            rich_help_panel=MASKS_PANEL,
-            help="Also write one PNG mask per object (image/object/mask, Model Garden style); a plain box paints "
-            "its rectangle.",
-        ),
-    ] = False,
-    masks: Annotated[
-        Path | None,
-        typer.Option(
-            "--masks",
-            metavar="FOLDER",
-            rich_help_panel=INPUT_PANEL,
-            file_okay=False,
-            help="Mask folders: the folder of masks named like the images; default: masks/ beside the label map.",
-        ),
-    ] = None,
-    labelstudio_url: Annotated[
-        str | None,
-        typer.Option(
-            "--labelstudio-url",
-            metavar="URL",
-            rich_help_panel=LABEL_STUDIO_PANEL,
-            help="Pull annotations from a running Label Studio server instead of an export file (needs --project). "
-            "Its root URL only: a URL with user:password@ is refused (exit 2), the token comes from "
-            "LABEL_STUDIO_API_KEY or --labelstudio-token-path.",
-        ),
-    ] = None,
-    project: Annotated[
-        int | None,
-        typer.Option("--project", metavar="ID", rich_help_panel=LABEL_STUDIO_PANEL, help="Label Studio project id."),
-    ] = None,
-    labelstudio_token_path: Annotated[
-        Path | None,
-        typer.Option(
-            "--labelstudio-token-path",
-            metavar="FILE",
-            rich_help_panel=LABEL_STUDIO_PANEL,
-            exists=True,
-            dir_okay=False,
-            help="File holding the Label Studio token (legacy or personal access token); default: the "
-            "LABEL_STUDIO_API_KEY environment variable. Never logged or written.",
-        ),
-    ] = None,
-    annotation_rule: Annotated[
-        AnnotationRule,
-        typer.Option(
-            "--annotation-rule",
-            metavar="RULE",
-            rich_help_panel=LABEL_STUDIO_PANEL,
-            help="Which annotation of a Label Studio task with several: the ground-truth one, else the newest "
-            "(ground-truth-then-newest), the newest, or the oldest.",
-        ),
-    ] = AnnotationRule.ground_truth_then_newest,
-    scale_project: Annotated[
-        str | None,
-        typer.Option(
-            "--scale-project",
-            metavar="NAME",
-            rich_help_panel=SCALE_PANEL,
-            help="Pull completed tasks of this Scale AI project through the API instead of an export file.",
-        ),
-    ] = None,
-    batch: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--batch",
-            metavar="NAME",
-            rich_help_panel=SCALE_PANEL,
-            help="Scale AI: only tasks of these batches (repeat); other tasks are left out, not reported.",
-        ),
-    ] = None,
-    created_after: Annotated[
-        str | None,
-        typer.Option(
-            "--created-after",
-            metavar="YYYY-MM-DD",
-            rich_help_panel=SCALE_PANEL,
-            help="Scale AI: only tasks created on or after this UTC day (YYYY-MM-DD); others are left out unreported.",
-        ),
-    ] = None,
-    created_before: Annotated[
-        str | None,
-        typer.Option(
-            "--created-before",
-            metavar="YYYY-MM-DD",
-            rich_help_panel=SCALE_PANEL,
-            help="Scale AI: only tasks created before this UTC day (YYYY-MM-DD, exclusive); others are left out "
-            "unreported.",
-        ),
-    ] = None,
-    scale_api_key_path: Annotated[
-        Path | None,
-        typer.Option(
-            "--scale-api-key-path",
-            metavar="FILE",
-            rich_help_panel=SCALE_PANEL,
-            exists=True,
-            dir_okay=False,
-            help=f"File holding the Scale AI API key; default: the {SCALE_KEY_VARIABLE} environment variable. "
-            "Never logged or written.",
-        ),
-    ] = None,
-    scale_api_url: Annotated[
-        str | None,
-        typer.Option(
-            "--scale-api-url",
-            metavar="URL",
-            rich_help_panel=SCALE_PANEL,
-            help="Scale AI API base URL, for a proxy or a stand-in server; default: https://api.scale.com/v1.",
-        ),
-    ] = None,
-    download_images: Annotated[
-        bool,
-        typer.Option(
-            "--download-images",
-            rich_help_panel=SCALE_PANEL,
-            help="Fetch images behind http(s) URLs (concurrently, with retries) instead of resolving them under -i.",
-        ),
-    ] = False,
-    image_cache: Annotated[
-        Path | None,
-        typer.Option(
-            "--image-cache",
-            metavar="FOLDER",
-            rich_help_panel=SCALE_PANEL,
-            file_okay=False,
-            help="With --download-images: keep downloaded images here and reuse them; default: <output>/.image-cache.",
-        ),
-    ] = None,
-    layout: Annotated[
-        RecordLayout,
-        typer.Option(
-            "--layout",
-            metavar="LAYOUT",
-            rich_help_panel=OUTPUT_PANEL,
-            help="TFRecord feature names: the Object Detection API's (object-detection-api) or ModelPack's "
-            "(modelpack).",
-        ),
-    ] = RecordLayout.object_detection_api,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            "--workers",
-            metavar="N",
-            envvar="DATASET_CONVERTER_WORKERS",
-            rich_help_panel=SCALE_OUT_PANEL,
-            min=1,
-            help="Worker processes on this machine; default: the CPUs this process may use (cgroup quota "
-            "included), one fewer for runs without masks, whose writer needs a CPU of its own. The output is "
-            "byte-identical whatever the number.",
-        ),
-    ] = None,
-    num_workers: Annotated[
-        int | None,
-        typer.Option(
-            "--num-workers",
-            metavar="N",
-            envvar=NUM_WORKERS_VARIABLE,
-            rich_help_panel=SCALE_OUT_PANEL,
-            min=1,
-            help="Machines the run is spread over (-f tfrecord): each converts one slice into parts/, then "
-            "`dataset-converter finalize` merges them. Default: from Kubernetes (JOB_COMPLETION_INDEX) or "
-            "SageMaker Processing (/opt/ml/config/resourceconfig.json), else 1.",
-        ),
-    ] = None,
-    worker_index: Annotated[
-        int | None,
-        typer.Option(
-            "--worker-index",
-            metavar="N",
-            envvar=WORKER_INDEX_VARIABLE,
-            rich_help_panel=SCALE_OUT_PANEL,
-            min=0,
-            help="This machine's slice, 0..num-workers-1; default: JOB_COMPLETION_INDEX or SageMaker's current_host.",
-        ),
-    ] = None,
+    annotations: AnnotationsOption = None,
+    images: ImagesOption = None,
+    source: SourceOption = None,
+    label_attribute: LabelAttributeOption = None,
+    output: OutputOption = None,
+    output_format: OutputFormatOption = OutputFormat.tfrecord,  # type: ignore[attr-defined]
+    task: TaskOption = None,
+    partition: PartitionOption = 100.0,
+    absolute_paths: AbsolutePathsOption = False,
+    overwrite: OverwriteOption = False,
+    strict: StrictOption = False,
+    stats: StatsOption = True,
+    split: SplitOption = "0.2",
+    seed: SeedOption = 0,
+    classes: ClassesOption = None,
+    allow_new_classes: AllowNewClassesOption = False,
+    max_skipped: MaxSkippedOption = None,
+    overlap: OverlapOption = Overlap.order,
+    class_priority: ClassPriorityOption = None,
+    instance_masks: InstanceMasksOption = False,
+    masks: MasksOption = None,
+    labelstudio_url: LabelstudioUrlOption = None,
+    project: ProjectOption = None,
+    labelstudio_token_path: LabelstudioTokenPathOption = None,
+    annotation_rule: AnnotationRuleOption = AnnotationRule.ground_truth_then_newest,
+    scale_project: ScaleProjectOption = None,
+    batch: BatchOption = None,
+    created_after: CreatedAfterOption = None,
+    created_before: CreatedBeforeOption = None,
+    scale_api_key_path: ScaleApiKeyPathOption = None,
+    scale_api_url: ScaleApiUrlOption = None,
+    download_images: DownloadImagesOption = False,
+    image_cache: ImageCacheOption = None,
+    layout: LayoutOption = RecordLayout.object_detection_api,
+    workers: WorkersOption = None,
+    num_workers: NumWorkersOption = None,
+    worker_index: WorkerIndexOption = None,
 ) -> None:
     """Convert an annotation export into a dataset: shards per split, dataset_info.yaml and report.json."""
-    try:
-        fractions = parse_split_fractions(split)
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="'-s' / '--split'") from None
-    try:
-        max_shard_bytes = megabytes_to_bytes(partition)
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="'-p' / '--partition'") from None
-    try:
-        skip_limit = SkipLimit.parse(max_skipped) if max_skipped is not None else None
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="'--max-skipped'") from None
-    if layout.value != OBJECT_DETECTION_API and output_format.value != "tfrecord":
-        raise typer.BadParameter(
-            "--layout chooses TFRecord feature names; it needs -f tfrecord", param_hint="'--layout'"
-        )
-    if allow_new_classes and classes is None:
-        raise typer.BadParameter("--allow-new-classes needs --classes", param_hint="'--allow-new-classes'")
-    priority = tuple(name.strip() for name in class_priority.split(",") if name.strip()) if class_priority else ()
-    if (overlap == Overlap.priority) != bool(priority):
-        raise typer.BadParameter(
-            "--overlap priority and --class-priority go together", param_hint="'--overlap' / '--class-priority'"
-        )
+    request = RunRequest(**locals())
     remote = RemoteRun()
     events: TerminalEvents | JsonLogEvents | None = None
+    output_dir = Path()
     try:
-        pulled = labelstudio_url is not None or scale_project is not None  # tasks come from a server, not -a
-        if pulled and annotations is None and images is None and not download_images:
-            raise UsageError(
-                "tasks pulled from a server need -i/--images (the folder their images resolve under) or "
-                "--download-images"
-            )
-        # a pull's "export" only locates its images: -a if given, else -i
-        export = (
-            annotations or images or "."
-            if pulled
-            else _required_path(annotations, "-a/--annotations", "export", "/data_in")
-        )
         output = _required_path(output, "-o/--output", "output folder", "/data_out")
-        sink = SINKS[output_format.value](max_shard_bytes)
-        chosen_task: Task | None = task.value if task is not None else None
-        _check_task(chosen_task, instance_masks, output_format.value, sink)
-        worker_slice = resolve_worker_slice(num_workers, worker_index)
-        if worker_slice is not None:
-            _check_scale_out(worker_slice.count, output_format.value, overlap, absolute_paths)
-        if fractions.from_source and pulled:
-            raise UsageError("--split from-source takes splits from the names of COCO files; pass shares (-s 0.2)")
-        if labelstudio_url is not None:
-            refuse_url_credentials(labelstudio_url, "--labelstudio-url")  # before anything can echo the URL
-            if project is None:
-                raise UsageError("--labelstudio-url needs --project (the Label Studio project id)")
-            located = LocatedExport("labelstudio", None, as_location(export))
-        elif scale_project is not None:
-            located = LocatedExport("scale", None, as_location(export))
-        elif fractions.from_source:  # the splits are known from the files' names, before any is read
-            located = locate_split_files(as_location(export), source.value if source else None)
-            fractions = fractions.with_source_splits(located.source_splits())
-        else:
-            located = remote.locate_export(export, source.value if source else None)
-        if masks is not None and located.source_name != "mask_folder":
-            raise UsageError(
-                f"--masks names the masks of a mask-folder export; this export is {located.source_name}, whose "
-                "masks (if any) its annotations name: drop --masks"
-            )
-        images_root = as_location(images) if images is not None else located.default_images
         output_dir = remote.output_dir(output, absolute_paths)
-        if not images_root.is_dir() and not (download_images and images is None):
-            # downloads need no images folder; references that are not URLs then fail one by one, saying where
-            raise UsageError(f"images folder {images_root} does not exist")
-        options = SourceOptions(
-            annotations=located.annotations,
-            split_files=located.split_files,
-            images=images_root,
-            images_given=images is not None,
-            label_attribute=label_attribute,
-            masks=masks,
-            labelstudio_url=labelstudio_url,
-            labelstudio_project=project,
-            labelstudio_token=_secret_from(labelstudio_token_path, LABEL_STUDIO_TOKEN_VARIABLE, "Label Studio token")
-            if labelstudio_url
-            else None,
-            annotation_rule=annotation_rule.value,
-            scale_project=scale_project,
-            scale_batches=tuple(batch or ()),
-            created_after=created_after,
-            created_before=created_before,
-            scale_api_key=_secret_from(scale_api_key_path, SCALE_KEY_VARIABLE, "Scale AI API key")
-            if scale_project is not None
-            else _optional_secret(scale_api_key_path, SCALE_KEY_VARIABLE),
-            scale_api_url=scale_api_url,
-            download_images=download_images,
-            image_cache=image_cache if image_cache is not None else output_dir / IMAGE_CACHE_FOLDER,
-        )
-        config = ConvertConfig(
-            output_dir=output_dir,
-            fractions=fractions,
-            seed=seed,
-            pinned_classes=load_pinned_classes(classes) if classes else None,
-            allow_new_classes=allow_new_classes,
-            absolute_paths=absolute_paths,
-            max_skipped=skip_limit,
-            overlap=overlap.value,
-            layout=layout.value,
-            class_priority=priority,
-            instance_masks=instance_masks,
-            workers=workers,
-            worker_slice=worker_slice,
-            overwrite=overwrite,
-            task=chosen_task,
-        )
+        prepared = _prepare(request, remote, output_dir)
         OutputFolder(output_dir).check_is_folder()  # before the status line: a file there is a typo, not a run
-        context = RunContext(output=output, images=str(images_root))
+        context = RunContext(output=output, images=str(prepared.images_root))
         events = TerminalEvents(context) if sys.stderr.isatty() else JsonLogEvents(context)
-        events.reading(_what_is_read(located, labelstudio_url, scale_project))
-        result = run(remote.source(SOURCES[located.source_name].build(options)), sink, config, events)
+        events.reading(prepared.what_is_read)
+        result = run(prepared.source, prepared.sink, prepared.config, events)
         if remote.output is not None:
             events.note("publishing", str(remote.output))
             remote.publish()
@@ -777,6 +384,206 @@ def convert(
         remote.close()
     if not result.succeeded:
         _fail(f"{result.summary['failure']}; see {as_location(output or '') / 'report.json'}", code=1)
+
+
+@app.command(cls=_Command)
+def check(
+    annotations: AnnotationsOption = None,
+    images: ImagesOption = None,
+    source: SourceOption = None,
+    label_attribute: LabelAttributeOption = None,
+    output_format: OutputFormatOption = OutputFormat.tfrecord,  # type: ignore[attr-defined]
+    task: TaskOption = None,
+    strict: StrictOption = False,
+    report: CheckReportOption = None,
+    split: SplitOption = "0.2",
+    seed: SeedOption = 0,
+    classes: ClassesOption = None,
+    allow_new_classes: AllowNewClassesOption = False,
+    overlap: OverlapOption = Overlap.order,
+    class_priority: ClassPriorityOption = None,
+    instance_masks: InstanceMasksOption = False,
+    masks: MasksOption = None,
+    labelstudio_url: LabelstudioUrlOption = None,
+    project: ProjectOption = None,
+    labelstudio_token_path: LabelstudioTokenPathOption = None,
+    annotation_rule: AnnotationRuleOption = AnnotationRule.ground_truth_then_newest,
+    scale_project: ScaleProjectOption = None,
+    batch: BatchOption = None,
+    created_after: CreatedAfterOption = None,
+    created_before: CreatedBeforeOption = None,
+    scale_api_key_path: ScaleApiKeyPathOption = None,
+    scale_api_url: ScaleApiUrlOption = None,
+    download_images: DownloadImagesOption = False,
+    layout: LayoutOption = RecordLayout.object_detection_api,
+    workers: WorkersOption = None,
+) -> None:
+    """Check an export before converting it: what a conversion would write, skip and lose, and what is wrong.
+
+    Writes nothing but the --report file. Exit 0: nothing found; 1: problems found; 2: usage errors
+    (and --strict with a lossy conversion).
+    """
+    given = dict(locals())
+    report_file: Path | None = given.pop("report")
+    request = RunRequest(**given)
+    remote = RemoteRun()
+    findings: Report | None = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="dataset-converter-check-") as scratch:  # downloads, if any
+            prepared = _prepare(request, remote, Path(scratch))
+            findings = Report()
+            result = check_export(prepared.source, prepared.sink, prepared.config, findings)
+            if isinstance(result, str):
+                raise ConverterError(result)
+            if report_file is not None:
+                findings.write(report_file, result.summary, {"check": result.as_dict()})
+    except KeyboardInterrupt:
+        raise typer.Exit(code=INTERRUPTED) from None
+    except UsageError as error:
+        _fail(str(error), code=2)
+    except ConverterError as error:
+        _fail(str(error), code=1)
+    except OSError as error:
+        _fail(describe_os_error(error), code=1)
+    finally:
+        if findings is not None:
+            findings.close()
+        remote.close()
+    typer.echo(describe_check(result, prepared.what_is_read, report_file))
+    if not result.clean:
+        raise typer.Exit(code=1)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A run's parts, built from the options: what `convert` runs and `check` inspects."""
+
+    source: Source
+    sink: Sink[Any]
+    config: ConvertConfig
+    images_root: Path | RemotePath
+    what_is_read: str
+
+
+def _parsed(parse: Callable[[Given], T], given: Given, option: str) -> T:
+    """An option's value parsed, or typer's usage error naming the option."""
+    try:
+        return parse(given)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint=option) from None
+
+
+def _prepare(request: RunRequest, remote: RemoteRun, output_dir: Path) -> _Prepared:
+    """Check the options together, locate the export and build the source, sink and run configuration."""
+    fractions = _parsed(parse_split_fractions, request.split, "'-s' / '--split'")
+    max_shard_bytes = _parsed(megabytes_to_bytes, request.partition, "'-p' / '--partition'")
+    skip_limit = _parsed(SkipLimit.parse, request.max_skipped, "'--max-skipped'") if request.max_skipped else None
+    output_format = request.output_format.value
+    if request.layout.value != OBJECT_DETECTION_API and output_format != "tfrecord":
+        raise typer.BadParameter(
+            "--layout chooses TFRecord feature names; it needs -f tfrecord", param_hint="'--layout'"
+        )
+    if request.allow_new_classes and request.classes is None:
+        raise typer.BadParameter("--allow-new-classes needs --classes", param_hint="'--allow-new-classes'")
+    priority = tuple(name.strip() for name in (request.class_priority or "").split(",") if name.strip())
+    if (request.overlap == Overlap.priority) != bool(priority):
+        raise typer.BadParameter(
+            "--overlap priority and --class-priority go together", param_hint="'--overlap' / '--class-priority'"
+        )
+    labelstudio_url, scale_project = request.labelstudio_url, request.scale_project
+    pulled = labelstudio_url is not None or scale_project is not None  # tasks come from a server, not -a
+    if pulled and request.annotations is None and request.images is None and not request.download_images:
+        raise UsageError(
+            "tasks pulled from a server need -i/--images (the folder their images resolve under) or --download-images"
+        )
+    # a pull's "export" only locates its images: -a if given, else -i
+    export = (
+        request.annotations or request.images or "."
+        if pulled
+        else _required_path(request.annotations, "-a/--annotations", "export", "/data_in")
+    )
+    sink = SINKS[output_format](max_shard_bytes)
+    chosen_task: Task | None = request.task.value if request.task is not None else None
+    _check_task(chosen_task, request.instance_masks, output_format, sink)
+    worker_slice = resolve_worker_slice(request.num_workers, request.worker_index)
+    if worker_slice is not None:
+        _check_scale_out(worker_slice.count, output_format, request.overlap, request.absolute_paths)
+    source_name = request.source.value if request.source else None
+    if fractions.from_source and pulled:
+        raise UsageError("--split from-source takes splits from the names of COCO files; pass shares (-s 0.2)")
+    if labelstudio_url is not None:
+        refuse_url_credentials(labelstudio_url, "--labelstudio-url")  # before anything can echo the URL
+        if request.project is None:
+            raise UsageError("--labelstudio-url needs --project (the Label Studio project id)")
+        located = LocatedExport("labelstudio", None, as_location(export))
+    elif scale_project is not None:
+        located = LocatedExport("scale", None, as_location(export))
+    elif fractions.from_source:  # the splits are known from the files' names, before any is read
+        located = locate_split_files(as_location(export), source_name)
+        fractions = fractions.with_source_splits(located.source_splits())
+    else:
+        located = remote.locate_export(export, source_name)
+    if request.masks is not None and located.source_name != "mask_folder":
+        raise UsageError(
+            f"--masks names the masks of a mask-folder export; this export is {located.source_name}, whose "
+            "masks (if any) its annotations name: drop --masks"
+        )
+    images_root = as_location(request.images) if request.images is not None else located.default_images
+    if not images_root.is_dir() and not (request.download_images and request.images is None):
+        # downloads need no images folder; references that are not URLs then fail one by one, saying where
+        raise UsageError(f"images folder {images_root} does not exist")
+    options = SourceOptions(
+        annotations=located.annotations,
+        split_files=located.split_files,
+        images=images_root,
+        images_given=request.images is not None,
+        label_attribute=request.label_attribute,
+        masks=request.masks,
+        labelstudio_url=labelstudio_url,
+        labelstudio_project=request.project,
+        labelstudio_token=_secret_from(
+            request.labelstudio_token_path, LABEL_STUDIO_TOKEN_VARIABLE, "Label Studio token"
+        )
+        if labelstudio_url
+        else None,
+        annotation_rule=request.annotation_rule.value,
+        scale_project=scale_project,
+        scale_batches=tuple(request.batch or ()),
+        created_after=request.created_after,
+        created_before=request.created_before,
+        scale_api_key=_secret_from(request.scale_api_key_path, SCALE_KEY_VARIABLE, "Scale AI API key")
+        if scale_project is not None
+        else _optional_secret(request.scale_api_key_path, SCALE_KEY_VARIABLE),
+        scale_api_url=request.scale_api_url,
+        download_images=request.download_images,
+        image_cache=request.image_cache if request.image_cache is not None else output_dir / IMAGE_CACHE_FOLDER,
+    )
+    config = ConvertConfig(
+        output_dir=output_dir,
+        fractions=fractions,
+        seed=request.seed,
+        pinned_classes=load_pinned_classes(request.classes) if request.classes else None,
+        allow_new_classes=request.allow_new_classes,
+        absolute_paths=request.absolute_paths,
+        max_skipped=skip_limit,
+        overlap=request.overlap.value,
+        layout=request.layout.value,
+        class_priority=priority,
+        instance_masks=request.instance_masks,
+        workers=request.workers,
+        worker_slice=worker_slice,
+        overwrite=request.overwrite,
+        task=chosen_task,
+        strict=request.strict,
+        statistics=request.stats,
+    )
+    return _Prepared(
+        source=remote.source(SOURCES[located.source_name].build(options)),
+        sink=sink,
+        config=config,
+        images_root=images_root,
+        what_is_read=_what_is_read(located, labelstudio_url, scale_project),
+    )
 
 
 @app.command(cls=_Command)

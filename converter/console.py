@@ -15,9 +15,13 @@ import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from converter.core.check import CheckResult
+from converter.core.lossiness import Loss
 from converter.core.report import ReportSummary
 from converter.core.secret import scrub, scrub_data
 from converter.errors import SampleLocation, quoted
@@ -167,6 +171,9 @@ class JsonLogEvents:
     def warning(self, message: str) -> None:
         self.log("warning", message=message)
 
+    def lossy(self, losses: Sequence[Loss]) -> None:
+        self.log("lossy", losses=[loss.as_dict() for loss in losses])
+
     def interrupted(self, kept: str) -> None:
         self.log("interrupted", output=self._context.output, note=kept)
 
@@ -264,6 +271,12 @@ class TerminalEvents:
     def warning(self, message: str) -> None:
         self._say(f"WARNING: {message}")
 
+    def lossy(self, losses: Sequence[Loss]) -> None:
+        self._reading.stop()
+        self._say("the records will not carry everything in the input (--strict refuses such a run):")
+        for loss in losses:
+            self._say(f"  - {loss.message}")
+
     def interrupted(self, kept: str) -> None:
         self._reading.stop()
         self._progress.stop()
@@ -271,3 +284,45 @@ class TerminalEvents:
 
     def note(self, event: str, destination: str) -> None:
         self._say(f"{event} {destination}")
+
+
+def describe_check(result: CheckResult, what_was_read: str, report_file: Path | None) -> str:
+    """`check`'s findings as a page of text: what a conversion would do, then everything to fix, then losses."""
+    split_sizes = ", ".join(f"{split} {count:,}" for split, count in result.splits.items())
+    lines = [
+        f"checked {what_was_read}: {result.input_samples:,} input samples in {result.seconds:.1f} s",
+        f"a conversion would write {', '.join(result.writes) or 'nothing'}: {split_sizes}",
+    ]
+    if result.class_names:
+        width = max(len(name) for name in result.class_names) + 2
+        lines.append("classes, images/objects per split:")
+        lines.append("  " + "".join([f"{'class':<{width}}", *(f"{split:>16}" for split in result.splits)]))
+        for name in result.class_names:
+            cells = (
+                f"{result.counts.images[split][name]:,}/{result.counts.objects[split][name]:,}"
+                for split in result.splits
+            )
+            lines.append("  " + "".join([f"{name:<{width}}", *(f"{cell:>16}" for cell in cells)]))
+    for title, findings in (
+        ("would skip", list(result.skipped.values())),
+        ("annotations the export's reader drops or changes", list(result.annotation_notes.values())),
+        ("problems", result.findings),
+        ("worth a look", result.notices),
+    ):
+        if findings:
+            lines.append(f"{title}:")
+            for finding in findings:
+                advice = f" ({finding.advice})" if finding.advice else ""
+                lines.append(f"  {finding.code}: {finding.count:,}{advice}")
+                lines.extend(f"    {example}" for example in finding.examples)
+    if result.losses:
+        lines.append("the records would not carry (--strict refuses such a conversion):")
+        lines.extend(f"  {loss.message}" for loss in result.losses)
+    lines.extend(f"WARNING: {warning}" for warning in result.warnings)
+    if result.clean:
+        lines.append("no problems found")
+    else:
+        kinds = len(result.skipped) + len(result.annotation_notes) + len(result.findings)
+        where = f"every one is in {report_file}" if report_file else "--report FILE lists every one"
+        lines.append(f"found {kinds} kinds of problem; {where}")
+    return "\n".join(scrub(line) for line in lines)

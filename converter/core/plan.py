@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 from converter.core.classes import ClassList, build_class_list
 from converter.core.image_ids import resolve_collisions
+from converter.core.lossiness import Loss, find_losses
 from converter.core.materialize import RecordOptions
 from converter.core.parallel import available_cpus, ordered_map
 from converter.core.protocols import Sink, Source
@@ -90,6 +91,8 @@ class ConvertConfig:
     worker_slice: WorkerSlice | None = None  # scale-out: convert only this slice, into parts/<part_name>
     overwrite: bool = False  # replace paths in the output folder that the converter did not write
     task: Task | None = None  # what the records carry (`converter.core.tasks`); None: what the data has
+    strict: bool = False  # refuse a run whose records would lose something of the input (`converter.core.lossiness`)
+    statistics: bool = True  # write stats/ (`converter.stats`) beside the records
 
 
 class RunEvents(Protocol):
@@ -108,6 +111,10 @@ class RunEvents(Protocol):
     def sample_done(self) -> None: ...
 
     def sample_skipped(self, location: SampleLocation, code: str, reason: str) -> None: ...
+
+    def lossy(self, losses: Sequence[Loss]) -> None:
+        """Once the plan is made: what the records will not carry from the input (only called when something)."""
+        ...
 
     def finished(self, summary: ReportSummary) -> None: ...
 
@@ -187,6 +194,8 @@ def plan_run(
     if config.task == "classification":
         admitted = [for_classification(sample) for sample in admitted]
     options = _record_options(config, admitted, sink, events)
+    losses = find_losses(admitted, sink.carries(options), config.overlap, export.description)
+    _state_losses(losses, config, report, events)
     combinations = CombinationClasses(classes.names) if config.overlap == "combine" else None
     input_samples = len(export.samples) + read.skipped
     splits = _plan_splits(admitted, config)
@@ -213,6 +222,19 @@ def plan_run(
         allowed_skips=config.max_skipped.allowed(input_samples) if config.max_skipped else None,
         reports_source=reports_source,
     )
+
+
+def _state_losses(losses: list[Loss], config: ConvertConfig, report: Report, events: RunEvents) -> None:
+    """Tell what the records will not carry, before any work; with `--strict`, refuse the run instead."""
+    if losses and config.strict:
+        raise UsageError(
+            "--strict: this conversion would lose "
+            + "; ".join(loss.message for loss in losses)
+            + "; choose an output that carries them (-f json keeps shapes and keypoints) or drop --strict"
+        )
+    report.add_losses(loss.as_dict() for loss in losses)
+    if losses and (config.worker_slice is None or config.worker_slice.index == 0):
+        events.lossy(losses)
 
 
 def map_planned(

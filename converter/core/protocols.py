@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from converter.core.lossiness import Carried
 from converter.core.materialize import EncodedSample, RecordOptions
 from converter.core.sample import SkipHandler, SourceContents
 from converter.core.shard import ShardInfo
@@ -116,4 +117,8 @@ class Sink(Protocol[Payload]):
 
     def describe_layout(self, options: RecordOptions) -> dict[str, Any]:
         """The record layout, for dataset_info.yaml."""
+        ...
+
+    def carries(self, options: RecordOptions) -> Carried:
+        """What this format's records hold for a run with `options` (`converter.core.lossiness`)."""
         ...

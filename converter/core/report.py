@@ -19,9 +19,9 @@ import json
 import os
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Literal, TypedDict
+from typing import IO, Any, Literal, TypedDict
 
 from converter.core.secret import scrub, scrub_data
 from converter.errors import SampleLocation
@@ -48,6 +48,14 @@ class WarningEntry(LocatedEntry):
     message: str
 
 
+class LossEntry(TypedDict):
+    """What the records do not carry from the input (`converter.core.lossiness`), with a count."""
+
+    code: str
+    count: int
+    message: str
+
+
 class ReportSummary(TypedDict):
     status: Literal["ok", "failed"]
     input_samples: int
@@ -59,6 +67,7 @@ class ReportSummary(TypedDict):
     dropped_boxes: int
     object_notes_by_code: dict[str, int]
     warnings: int
+    lossy: list[LossEntry]
     failure: str | None
 
 
@@ -102,6 +111,7 @@ class Report:
         self._skipped_by_code: Counter[str] = Counter()
         self._notes_by_code: Counter[str] = Counter()
         self._warnings = 0
+        self._losses: list[LossEntry] = []
 
     def close(self) -> None:
         self._database.close()
@@ -145,8 +155,14 @@ class Report:
         self._warnings += 1
         self._insert(_WARNING, entry)
 
+    def add_losses(self, losses: Iterable[LossEntry]) -> None:
+        """What the run's records cannot carry; every scaled-out worker finds the same, so the first list stays."""
+        if not self._losses:
+            self._losses = list(losses)
+
     def add_document(self, document: ReportDocument) -> None:
         """Every entry of another report (a scaled-out worker's part)."""
+        self.add_losses(document["summary"].get("lossy", []))
         for skipped in document["skipped"]:
             self.add_skipped_entry(skipped)
         for note in document["objects"]:
@@ -166,6 +182,7 @@ class Report:
             "dropped_boxes": self._notes_by_code["degenerate_box"],
             "object_notes_by_code": dict(sorted(self._notes_by_code.items())),
             "warnings": self._warnings,
+            "lossy": self._losses,
             "failure": failure,
         }
 
@@ -177,12 +194,18 @@ class Report:
         for (body,) in cursor:
             yield body
 
-    def write(self, path: Path, summary: ReportSummary) -> None:
-        """Write report.json (summary, then the sorted entries), streamed, and flush it to disk."""
+    def entries(self, section: str) -> Iterator[dict[str, Any]]:
+        """One section's entries ("skipped", "objects", "warnings"), parsed, in the report's order."""
+        for body in self._entries(section):
+            yield json.loads(body)
+
+    def write(self, path: Path, summary: ReportSummary, extra: Mapping[str, Any] | None = None) -> None:
+        """Write report.json (summary, `extra` sections, then the sorted entries), streamed, and flush it to disk."""
         with path.open("wb") as stream:
-            stream.write(b'{\n  "summary": ')
-            summary_text = json.dumps(scrub_data(summary), indent=2, ensure_ascii=False).replace("\n", "\n  ")
-            stream.write(summary_text.encode("utf-8", "backslashreplace"))
+            for index, (name, value) in enumerate({"summary": summary, **(extra or {})}.items()):
+                stream.write(f'{"{" if index == 0 else ","}\n  "{name}": '.encode())
+                text = json.dumps(scrub_data(value), indent=2, ensure_ascii=False).replace("\n", "\n  ")
+                stream.write(text.encode("utf-8", "backslashreplace"))
             for section in _SECTIONS:
                 stream.write(f',\n  "{section}": ['.encode())
                 _write_list(stream, self._entries(section))

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import shapely
+
 from converter.core.split import SplitName
 from converter.core.storage import RemotePath
 from converter.errors import SampleLocation, quoted
@@ -97,6 +99,14 @@ class Polygon:
         """`(x_min, y_min, x_max, y_max)` of the exterior ring."""
         xs, ys = self.exterior[0::2], self.exterior[1::2]
         return min(xs), min(ys), max(xs), max(ys)
+
+    def geometry(self) -> shapely.Polygon:
+        """The polygon as shapely's, as drawn (possibly invalid: see `shapely.make_valid`)."""
+        return shapely.Polygon(_pairs(self.exterior), [_pairs(hole) for hole in self.holes])
+
+
+def _pairs(ring: tuple[float, ...]) -> list[tuple[float, float]]:
+    return list(zip(ring[0::2], ring[1::2], strict=True))
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import shapely
+
 from converter.core.classes import ClassList
+from converter.core.input_files import named
 from converter.core.materialize import ObjectNote, RecordOptions, materialize
 from converter.core.protocols import RecordEncoder
 from converter.core.rasterize import CombinationClasses
@@ -80,3 +83,69 @@ def convert_sample(sample: Sample) -> ConvertedSample | FailedSample:
         notes=encoded.notes,
         warnings=encoded.warnings,
     )
+
+
+@dataclass(frozen=True)
+class InspectedSample:
+    """What `dataset-converter check` learns from a sample that a conversion would write (nothing is encoded)."""
+
+    sha256: bytes  # the image's digest: the parent finds the same image under different keys
+    notes: tuple[ObjectNote, ...]
+    warnings: tuple[str, ...]
+    declared_size_mismatch: str | None
+    invalid_polygons: tuple[str, ...]
+
+
+def inspect_sample(sample: Sample) -> InspectedSample | FailedSample:
+    """Materialize one sample as a conversion would, and look for what is wrong with it; encode no record."""
+    if _settings is None:
+        raise RuntimeError("worker settings not installed; call install() first")
+    try:
+        encoded = materialize(
+            sample,
+            _settings.classes,
+            _settings.options,
+            _settings.combinations,
+            _settings.image_id_overrides.get(sample.key),
+        )
+    except SampleError as error:
+        return FailedSample(error.code, error.message)
+    displayed = (encoded.image.width, encoded.image.height)
+    mismatch = None
+    if sample.declared_size is not None and sample.declared_size != displayed:
+        mismatch = (
+            f"the export declares {sample.declared_size[0]}x{sample.declared_size[1]}, the image file displays as "
+            f"{displayed[0]}x{displayed[1]}"
+        )
+    return InspectedSample(
+        sha256=bytes.fromhex(encoded.sha256_hex),
+        notes=encoded.notes,
+        warnings=encoded.warnings,
+        declared_size_mismatch=mismatch,
+        invalid_polygons=invalid_polygons(sample),
+    )
+
+
+def invalid_polygons(sample: Sample) -> tuple[str, ...]:
+    """Each polygon that is not a valid simple shape (a self-intersection, a spike), and what repair would make of it.
+
+    A conversion paints such a polygon as drawn (OpenCV fills it), which is rarely what the
+    annotator meant; `shapely.make_valid` is the usual repair, and says whether any area survives.
+    """
+    problems = []
+    for index, obj in enumerate(sample.objects):
+        for part in obj.polygons:
+            shape = part.geometry()
+            if shape.is_valid:
+                continue
+            repaired = shapely.make_valid(shape).area
+            repair = (
+                f"shapely.make_valid would repair it into {repaired:g} square pixels"
+                if repaired > 0
+                else "repair leaves no area: fix or delete it"
+            )
+            problems.append(
+                f"object {index} ({named(obj.class_name)}): {shapely.is_valid_reason(shape)}; converted as drawn, "
+                f"{repair}"
+            )
+    return tuple(problems)

@@ -9,7 +9,7 @@
 The format that loses nothing the other formats drop: boxes in displayed pixels (as the
 source gave them, clipped) and normalized, polygons and RLE shapes in displayed pixels as
 the source gave them (not clipped), class names beside class ids (ids as in
-dataset_info.yaml: from 1, 0 is background in masks), image-level labels and keypoints.
+dataset_info.yaml: from 1, 0 is background in masks), image-level labels, keypoints and attributes.
 File references are relative to the split folder (`images/a.jpg`), absolute with
 `--absolute-paths`. docs/json-output.schema.json is the schema; the tests validate every
 file they write against it.
@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from converter.core.lossiness import Carried
 from converter.core.materialize import EncodedObject, EncodedSample, RecordOptions
 from converter.core.protocols import RecordEncoder, SplitOutput
 from converter.core.sample import ObjectAnnotation, Polygon
@@ -48,6 +49,11 @@ ANNOTATION_SUFFIX = ".json"
 def _points(ring: Sequence[float]) -> list[list[float]]:
     """`(x0, y0, x1, y1, ...)` -> `[[x0, y0], [x1, y1], ...]`."""
     return [[ring[index], ring[index + 1]] for index in range(0, len(ring), 2)]
+
+
+def _attributes(attributes: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    """Name-value pairs as the export gave them (a name may repeat: a list, not a mapping)."""
+    return [{"name": name, "value": value} for name, value in attributes]
 
 
 def _polygon(polygon: Polygon) -> dict[str, Any]:
@@ -94,6 +100,7 @@ class _JsonSplitWriter:
             "polygons_pixels": [_polygon(polygon) for polygon in source.polygons],
             "rle": _rle(source),
             "mask": self._reference(mask) if mask is not None else None,
+            "attributes": _attributes(source.attributes),
             "keypoints": [
                 {
                     "name": point.name,
@@ -126,6 +133,7 @@ class _JsonSplitWriter:
                 "sha256": sample.sha256_hex,
             },
             "mask": self._reference(mask) if mask is not None else None,
+            "attributes": _attributes(sample.sample.attributes),
             "image_labels": [
                 {"class_id": class_id, "class_name": class_name}
                 for class_id, class_name in zip(sample.image_class_ids, sample.sample.image_labels, strict=True)
@@ -167,6 +175,18 @@ class JsonFilesSink:
 
     def record_encoder(self, options: RecordOptions) -> RecordEncoder[EncodedSample]:
         return pass_through
+
+    def carries(self, options: RecordOptions) -> Carried:
+        """Everything: shapes as the source gave them, the masks the run paints, attributes."""
+        return Carried(
+            boxes=True,
+            polygons=True,
+            class_masks=options.class_masks,
+            instance_masks=options.instance_masks,
+            keypoints=True,
+            image_labels=True,
+            attributes=True,
+        )
 
     def open_split(self, output_dir: Path, split: SplitName, options: RecordOptions) -> _JsonSplitWriter:
         return _JsonSplitWriter(output_dir, split, options)

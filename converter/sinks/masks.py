@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from converter.core.lossiness import Carried
 from converter.core.materialize import EncodedSample, RecordOptions
 from converter.core.protocols import RecordEncoder, SplitOutput
 from converter.core.split import SplitName
@@ -77,6 +78,10 @@ class MasksSink:
 
     def record_encoder(self, options: RecordOptions) -> RecordEncoder[EncodedSample]:
         return pass_through
+
+    def carries(self, options: RecordOptions) -> Carried:
+        """A class mask per image, nothing else."""
+        return Carried(class_masks=True)
 
     def open_split(self, output_dir: Path, split: SplitName, options: RecordOptions) -> _MaskSplitWriter:
         return _MaskSplitWriter(output_dir, split)

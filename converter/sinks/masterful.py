@@ -40,6 +40,7 @@ from typing import Any, Literal
 import yaml
 
 from converter.core.classes import FIRST_CLASS_ID
+from converter.core.lossiness import Carried
 from converter.core.materialize import EncodedSample, RecordOptions
 from converter.core.protocols import RecordEncoder, SplitOutput
 from converter.core.split import SplitName
@@ -139,6 +140,15 @@ class MasterfulSink:
 
     def record_encoder(self, options: RecordOptions) -> RecordEncoder[EncodedSample]:
         return pass_through
+
+    def carries(self, options: RecordOptions) -> Carried:
+        """One task per dataset: boxes, a class mask or image labels, never keypoints (see the module)."""
+        task = masterful_task(options)
+        return Carried(
+            boxes=task == "detection",
+            class_masks=task == "semantic_segmentation",
+            image_labels=task == "classification",
+        )
 
     def open_split(self, output_dir: Path, split: SplitName, options: RecordOptions) -> _MasterfulSplitWriter:
         self._task = masterful_task(options)

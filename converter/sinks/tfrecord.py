@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypeVar
 
 from converter.core.classes import FIRST_CLASS_ID
+from converter.core.lossiness import Carried
 from converter.core.materialize import EncodedObject, EncodedSample, RecordOptions
 from converter.core.protocols import SplitOutput
 from converter.core.shard import ShardInfo
@@ -294,6 +295,18 @@ class TFRecordSink:
         if layout != OBJECT_DETECTION_API:
             return folders
         return (*folders, *TRAINING_STACK_ENTRIES)
+
+    def carries(self, options: RecordOptions) -> Carried:
+        """The Object Detection API keys hold every run option; ModelPack's hold boxes and classes only."""
+        if options.layout == MODELPACK:
+            return Carried(boxes=True)
+        return Carried(
+            boxes=True,
+            class_masks=options.class_masks,
+            instance_masks=options.instance_masks,
+            keypoints=True,
+            image_labels=True,
+        )
 
     def finish(self, output_dir: Path, class_names: Sequence[str]) -> tuple[str, ...]:
         """The Object Detection API layout's files for the training stacks (see the class); ModelPack has none."""

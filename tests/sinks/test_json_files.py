@@ -131,6 +131,7 @@ def test_the_validator_rejects_what_the_schema_forbids(schema: dict[str, Any]) -
     document = {
         "image": {"file": "", "source_name": "a", "source_id": "a", "format": "png", "width": 0, "height": 2},
         "mask": 3,
+        "attributes": [],
         "image_labels": [{"class_id": 0, "class_name": "x", "extra": True}],
         "objects": [],
         "keypoints": [{"class_id": 1, "class_name": "k", "x_pixels": 1, "y_pixels": 1, "x_normalized": 2}],

@@ -95,6 +95,8 @@ from converter.sinks.tfrecord import check_record_contents
 from converter.sinks.tfrecord_keys import OBJECT_DETECTION_API
 from converter.sinks.training_stacks import merge_training_stack
 from converter.sources import SOURCES, LocatedExport, SourceOptions, locate_split_files
+from converter.stats.folder import STATS_FILE, STATS_FOLDER, StatisticsObservers, rebuild_stats
+from converter.stats.page import PAGE
 
 IMAGE_CACHE_FOLDER = ".image-cache"
 DEBUG_VARIABLE = "DATASET_CONVERTER_DEBUG"
@@ -365,7 +367,8 @@ def convert(
         context = RunContext(output=output, images=str(prepared.images_root))
         events = TerminalEvents(context) if sys.stderr.isatty() else JsonLogEvents(context)
         events.reading(prepared.what_is_read)
-        result = run(prepared.source, prepared.sink, prepared.config, events)
+        observers = StatisticsObservers() if stats and prepared.config.worker_slice is None else None
+        result = run(prepared.source, prepared.sink, prepared.config, events, observers)
         if remote.output is not None:
             events.note("publishing", str(remote.output))
             remote.publish()
@@ -575,7 +578,6 @@ def _prepare(request: RunRequest, remote: RemoteRun, output_dir: Path) -> _Prepa
         overwrite=request.overwrite,
         task=chosen_task,
         strict=request.strict,
-        statistics=request.stats,
     )
     return _Prepared(
         source=remote.source(SOURCES[located.source_name].build(options)),
@@ -630,6 +632,28 @@ def verify(
     if problems:
         raise typer.Exit(code=1)
     typer.echo(f"OK: {verification.records} records in the {listed} listed by {info_path} ({checked})")
+
+
+@app.command("stats", cls=_Command)
+def rebuild_statistics(
+    dataset: Annotated[
+        Path,
+        typer.Argument(metavar="DATASET", help="A dataset folder a conversion wrote (its -o).", file_okay=False),
+    ],
+) -> None:
+    """(Re)build a dataset's stats/: stats.json, plots and index.html with previews of its records.
+
+    For datasets converted with --no-stats, by an older converter, or merged by finalize.
+    """
+    try:
+        rebuild_stats(dataset)
+    except UsageError as error:
+        _fail(str(error), code=2)
+    except ConverterError as error:
+        _fail(str(error), code=1)
+    except OSError as error:
+        _fail(describe_os_error(error), code=1)
+    typer.echo(f"wrote {dataset / STATS_FOLDER / PAGE} and {dataset / STATS_FOLDER / STATS_FILE}")
 
 
 @app.command(cls=_Command)

@@ -15,6 +15,7 @@ input costs no memory however much of it there is.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import sys
 from collections.abc import Sequence
@@ -39,7 +40,7 @@ from converter.core.commit import (
 from converter.core.materialize import RecordOptions
 from converter.core.parallel import start_fork_server
 from converter.core.plan import ConvertConfig, RunEvents, RunPlan, StoppedRead, map_planned, plan_run, pool_size, skip
-from converter.core.protocols import Sink, Source, SplitOutput
+from converter.core.protocols import ObserverFactory, RecordObserver, Sink, Source, SplitOutput
 from converter.core.rasterize import CombinationClasses
 from converter.core.report import Report, ReportSummary
 from converter.core.sample import Sample
@@ -132,7 +133,13 @@ class _Outcome:
     entries: list[str]
 
 
-def run(source: Source, sink: Sink[Any], config: ConvertConfig, events: RunEvents) -> RunResult:
+def run(
+    source: Source,
+    sink: Sink[Any],
+    config: ConvertConfig,
+    events: RunEvents,
+    observers: ObserverFactory | None = None,
+) -> RunResult:
     """Convert one export. Sample problems go to the report; only setup problems raise.
 
     The output folder's lock is held from the first check to the commit; every check that
@@ -144,18 +151,19 @@ def run(source: Source, sink: Sink[Any], config: ConvertConfig, events: RunEvent
     # fork server now, in the background, while the export is read.
     if pool_size(config.workers, RecordOptions(), config.overlap == "combine", sys.maxsize) > 1:
         start_fork_server()
-    if config.worker_slice is not None:
+    if config.worker_slice is not None:  # statistics need every record: `dataset-converter stats` after finalize
         return _run_part(source, sink, config, events, config.worker_slice)
     folder = OutputFolder(config.output_dir)
     with folder.locked():
         folder.check_writable()
         folder.remove_leftovers()
         names = [*sink.entry_names(config.fractions.active_splits(), config.layout), DATASET_INFO, REPORT]
+        names += [observers.entry] if observers is not None else []
         folder.check_ownership(names, config.overwrite)
         generation = folder.new_generation()
         report = Report()
         try:
-            outcome = _convert_with_report(generation, source, sink, config, events, report)
+            outcome = _convert_with_report(generation, source, sink, config, events, report, observers)
             if outcome.info is None:
                 folder.commit_report_only(generation)
             else:
@@ -240,17 +248,24 @@ def _commit_part(staging: Path, part_dir: Path, part_info: dict[str, Any] | None
 
 
 def _convert_with_report(
-    staging: Path, source: Source, sink: Sink[Any], config: ConvertConfig, events: RunEvents, report: Report
+    staging: Path,
+    source: Source,
+    sink: Sink[Any],
+    config: ConvertConfig,
+    events: RunEvents,
+    report: Report,
+    observers: ObserverFactory | None = None,
 ) -> _Outcome:
-    plan = plan_run(source, sink, config, events, report)
+    plan = plan_run(source, sink, config, events, report, observers.describe if observers is not None else None)
     if isinstance(plan, StoppedRead):
         return _failed(staging, report, events, plan.skipped, plan.failure)
+    observer = observers(plan.class_names()) if observers is not None else None
     _check_free_space(staging, plan.splits)
     events.started(plan.planned_samples, report.skipped)
     splits = plan.splits
     if plan.allowed_skips is not None and report.skipped > plan.allowed_skips:
         splits = {split: [] for split in splits}  # the source's own skips already exceed the limit: convert nothing
-    outputs, counts = _write_records(staging, sink, plan, splits, config.workers, report, events)
+    outputs, counts = _write_records(staging, sink, plan, splits, config.workers, report, events, observer)
 
     converted: dict[str, int] = {split: output.samples for split, output in outputs.items()}
     input_samples = plan.input_samples
@@ -273,6 +288,8 @@ def _convert_with_report(
     class_names = plan.class_names()
     entries = [entry for output in outputs.values() for entry in output.entries]
     entries += sink.finish(staging, class_names)
+    if observer is not None and observers is not None:
+        entries.append(observers.entry)
     info = _dataset_info(
         class_names,
         outputs,
@@ -288,8 +305,12 @@ def _convert_with_report(
         },
         entries,
     )
+    if observer is not None and observers is not None:
+        info[observers.entry] = observer.summary()
     if config.worker_slice is None:
         write_durably(staging / DATASET_INFO, yaml_text(info))
+        if observer is not None:  # reads the records back, and dataset_info.yaml to find them
+            observer.write(staging, itertools.islice(report.entries("skipped"), SKIPPED_SHOWN), report.skipped)
     else:
         info["allowed_skips"] = plan.allowed_skips
     events.finished(summary)
@@ -304,6 +325,7 @@ def _write_records(
     requested_workers: int | None,
     report: Report,
     events: RunEvents,
+    observer: RecordObserver | None,
 ) -> tuple[dict[SplitName, SplitOutput], dict[SplitName, _ClassCounts]]:
     """Convert the planned samples on the workers and write each split's records in the seeded order.
 
@@ -321,6 +343,8 @@ def _write_records(
                 continue
             writers[split].write(result.payload)
             counts[split].add(result)
+            if observer is not None:
+                observer.observe(split, result.description)
             for note in result.notes:
                 report.add_object_note(sample.location, note.object_index, note.code, note.message)
             for warning in result.warnings:
@@ -356,6 +380,7 @@ def _failed(
     return _Outcome(summary, None, [])
 
 
+SKIPPED_SHOWN = 500  # skipped samples an observer may show (the statistics page); report.json lists them all
 FREE_SPACE_MARGIN = 1.1  # masks, records' framing and dataset_info.yaml on top of the images' bytes
 
 

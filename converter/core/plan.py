@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 from converter.core.classes import ClassList, build_class_list
 from converter.core.image_ids import resolve_collisions
 from converter.core.lossiness import Loss, find_losses
-from converter.core.materialize import RecordOptions
+from converter.core.materialize import EncodedSample, RecordOptions
 from converter.core.parallel import available_cpus, ordered_map
 from converter.core.protocols import Sink, Source
 from converter.core.rasterize import CombinationClasses, OverlapPolicy
@@ -92,7 +92,6 @@ class ConvertConfig:
     overwrite: bool = False  # replace paths in the output folder that the converter did not write
     task: Task | None = None  # what the records carry (`converter.core.tasks`); None: what the data has
     strict: bool = False  # refuse a run whose records would lose something of the input (`converter.core.lossiness`)
-    statistics: bool = True  # write stats/ (`converter.stats`) beside the records
 
 
 class RunEvents(Protocol):
@@ -162,9 +161,17 @@ class StoppedRead:
 
 
 def plan_run(
-    source: Source, sink: Sink[Any], config: ConvertConfig, events: RunEvents, report: Report
+    source: Source,
+    sink: Sink[Any],
+    config: ConvertConfig,
+    events: RunEvents,
+    report: Report,
+    describe: Callable[[EncodedSample], Any] | None = None,
 ) -> RunPlan | StoppedRead:
-    """Read the export into `report` and `events`, and plan the run; only setup problems raise."""
+    """Read the export into `report` and `events`, and plan the run; only setup problems raise.
+
+    `describe` is a record observer's, run on every written sample in the workers.
+    """
     reports_source = config.worker_slice is None or config.worker_slice.index == 0
     read = _read_source(source, report, events, config.max_skipped, reports_source)
     export = read.contents
@@ -217,7 +224,9 @@ def plan_run(
         options=options,
         combinations=combinations,
         splits=splits,
-        settings=WorkerSettings(classes, options, combinations, sink.record_encoder(options), image_id_overrides),
+        settings=WorkerSettings(
+            classes, options, combinations, sink.record_encoder(options), image_id_overrides, describe
+        ),
         input_samples=input_samples,
         allowed_skips=config.max_skipped.allowed(input_samples) if config.max_skipped else None,
         reports_source=reports_source,

@@ -7,7 +7,7 @@ and nothing of exports. Both are registered by CLI name in `converter.sources` a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -122,3 +122,35 @@ class Sink(Protocol[Payload]):
     def carries(self, options: RecordOptions) -> Carried:
         """What this format's records hold for a run with `options` (`converter.core.lossiness`)."""
         ...
+
+
+class RecordObserver(Protocol):
+    """Watches every record a conversion writes, and leaves its findings in the dataset (statistics).
+
+    The parent passes it, in record order, what `ObserverFactory.describe` took from each
+    written sample in the workers. Once the records and dataset_info.yaml are in the staging
+    folder, `write` adds the observer's folder, which the commit moves into place with the rest.
+    """
+
+    def observe(self, split: SplitName, description: Any) -> None: ...
+
+    def summary(self) -> dict[str, Any]:
+        """A few numbers for dataset_info.yaml."""
+        ...
+
+    def write(self, dataset: Path, skipped: Iterable[Mapping[str, Any]], skipped_total: int) -> None:
+        """Write the observer's entry into `dataset`, which holds the records and dataset_info.yaml."""
+        ...
+
+
+class ObserverFactory(Protocol):
+    """Builds a run's observer once its class names are known; says up front what it will write and take."""
+
+    entry: str  # the top-level name the observer writes ("stats"), owned by the dataset like the records
+
+    @property
+    def describe(self) -> Callable[[EncodedSample], Any]:
+        """What the workers take from each written sample: a module-level function (pickled by name)."""
+        ...
+
+    def __call__(self, class_names: Sequence[str]) -> RecordObserver: ...

@@ -9,6 +9,7 @@ one bad sample never stops the run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ import shapely
 
 from converter.core.classes import ClassList
 from converter.core.input_files import named
-from converter.core.materialize import ObjectNote, RecordOptions, materialize
+from converter.core.materialize import EncodedSample, ObjectNote, RecordOptions, materialize
 from converter.core.protocols import RecordEncoder
 from converter.core.rasterize import CombinationClasses
 from converter.core.sample import Sample
@@ -32,6 +33,7 @@ class WorkerSettings:
     combinations: CombinationClasses | None
     encoder: RecordEncoder[Any]
     image_id_overrides: dict[str, int]  # keys whose derived image id collided (`converter.core.image_ids`)
+    describe: Callable[[EncodedSample], Any] | None = None  # a record observer's (`RecordObserver.describe`)
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class ConvertedSample:
     class_ids_present: frozenset[int]
     notes: tuple[ObjectNote, ...]
     warnings: tuple[str, ...]
+    description: Any = None  # what the run's record observer took from it (statistics), if it has one
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ def convert_sample(sample: Sample) -> ConvertedSample | FailedSample:
         class_ids_present=encoded.class_ids_present(),
         notes=encoded.notes,
         warnings=encoded.warnings,
+        description=_settings.describe(encoded) if _settings.describe is not None else None,
     )
 
 

@@ -216,7 +216,20 @@ def _objects_per_image_figure(document: Mapping[str, Any]) -> Figure:
     )
     if drawn:
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_xlim(0, _last_filled_edge(document, "objects_per_image"))  # the top bins reach 1,000 objects
     return figure
+
+
+def _last_filled_edge(document: Mapping[str, Any], field: str) -> float:
+    """The upper edge of the last bin any split has values in, so the axis ends where the data does."""
+    last = 1.0
+    for _, split in _splits(document):
+        histogram = split.get(field) or {}
+        edges, counts = histogram.get("edges", []), histogram.get("counts", [])
+        filled = [index for index, count in enumerate(counts) if count]
+        if filled and len(edges) == len(counts) + 1:
+            last = max(last, float(edges[filled[-1] + 1]))
+    return last
 
 
 def _image_sizes_figure(document: Mapping[str, Any]) -> Figure:

@@ -147,6 +147,7 @@ class EncodedSample:
     notes: tuple[ObjectNote, ...]
     warnings: tuple[str, ...]
     keypoints: tuple[EncodedKeypoint, ...] | None = None
+    mask_pixels: tuple[tuple[int, int], ...] = ()  # (class id, pixels) per non-zero value of the class mask, 255 too
 
     def class_ids_present(self) -> frozenset[int]:
         """Every class id the sample contains, through any kind of annotation."""
@@ -277,11 +278,16 @@ def materialize(
 
     segmentation_png = None
     mask_class_ids: tuple[int, ...] = ()
+    mask_pixels: tuple[tuple[int, int], ...] = ()
     if options.class_masks:
         mask = _class_mask(sample, classes, options, combinations, layers, image)
         segmentation_png = encode_png(mask)
-        histogram = cv2.calcHist([mask], [0], None, [256], [0, 256])  # 10x faster than np.bincount on uint8
-        mask_class_ids = tuple(int(value) for value in np.flatnonzero(histogram.ravel()[1:]) + 1)
+        if mask.size <= 2**24:  # cv2.calcHist counts in float32, exact up to 2**24
+            histogram = cv2.calcHist([mask], [0], None, [256], [0, 256]).ravel()  # 10x faster than np.bincount
+        else:
+            histogram = np.bincount(mask.ravel(), minlength=256)
+        mask_class_ids = tuple(int(value) for value in np.flatnonzero(histogram[1:]) + 1)
+        mask_pixels = tuple((class_id, int(histogram[class_id])) for class_id in mask_class_ids)
 
     keypoints: list[EncodedKeypoint] | None = None
     if options.keypoints:
@@ -321,6 +327,7 @@ def materialize(
         notes=tuple(notes),
         warnings=tuple(warnings),
         keypoints=tuple(keypoints) if keypoints is not None else None,
+        mask_pixels=mask_pixels,
     )
 
 

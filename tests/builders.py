@@ -438,8 +438,8 @@ TRAINING_STACK_NAMES = ["coco", "configs", "dataset_info.json", "features.json",
 
 
 def tfrecord_names(*split_folders: str) -> list[str]:
-    """The visible names of a TFRecord dataset with these split folders (sorted, as `visible_names`)."""
-    return sorted([*TRAINING_STACK_NAMES, "dataset_info.yaml", "report.json", *split_folders])
+    """The visible names of a TFRecord dataset with these split folders (sorted, as `visible_names`), with stats/."""
+    return sorted([*TRAINING_STACK_NAMES, "dataset_info.yaml", "report.json", "stats", *split_folders])
 
 
 def shard_files(output: Path) -> dict[str, bytes]:

@@ -275,11 +275,13 @@ def test_dataset_info_describes_the_dataset(tmp_path: Path) -> None:
         "input",
         "report",
         "entries",
+        "stats",
     ]
     assert info["entries"] == [
-        "coco", "configs", "dataset_info.json", "features.json", "label_map.csv", "label_map.pbtxt",
+        "coco", "configs", "dataset_info.json", "features.json", "label_map.csv", "label_map.pbtxt", "stats",
         "tfrecord_test", "tfrecord_train", "tfrecord_val",
     ]  # fmt: skip
+    assert info["stats"]["page"] == "stats/index.html" and (output / "stats" / "index.html").is_file()
     assert info["classes"] == ["cat", "dog"]
     assert info["seed"] == 3
     assert info["split"] == pytest.approx({"train": 0.7, "validation": 0.2, "test": 0.1})

@@ -170,14 +170,9 @@ def check_export(source: Source, sink: Sink[Any], config: ConvertConfig, report:
         return plan.failure
     findings = {code: Finding(code, advice) for code, advice in _ADVICE.items()}
     counts = ClassCounts()
-    for split, members in plan.splits.items():
-        for sample in members:
-            counts.add(split, sample)
-            if not sample.class_names():
-                findings["unannotated_image"].add(str(sample.location))
-    _inspect(plan, config, report, events, findings)
+    converted: dict[str, int] = dict.fromkeys(plan.splits, 0)
+    _inspect(plan, config, report, events, findings, counts, converted)
     _classes_missing_from_splits(plan, counts, findings["class_missing_from_split"])
-    converted: dict[str, int] = {split: len(members) for split, members in plan.splits.items()}
     summary = report.summary(input_samples=plan.input_samples, converted_by_split=converted, failure=None)
     return CheckResult(
         input_samples=plan.input_samples,
@@ -197,20 +192,35 @@ def check_export(source: Source, sink: Sink[Any], config: ConvertConfig, report:
 
 
 def _inspect(
-    plan: RunPlan, config: ConvertConfig, report: Report, events: _CheckEvents, findings: dict[str, Finding]
+    plan: RunPlan,
+    config: ConvertConfig,
+    report: Report,
+    events: _CheckEvents,
+    findings: dict[str, Finding],
+    counts: ClassCounts,
+    converted: dict[str, int],
 ) -> None:
-    """Every planned sample through the workers; their findings, and the same image under several keys."""
+    """Every planned sample through the workers; their findings, and the same image under several keys.
+
+    Only the samples a conversion would write are counted into `counts` and `converted` (and
+    can be unannotated images): a sample whose image cannot be read is skipped by a conversion,
+    so counting it would show classes and split sizes the written dataset does not have.
+    """
     first_key_of_image: dict[bytes, str] = {}
     seen_keys: set[str] = set()
     queue, results = map_planned(plan, plan.splits, inspect_sample, install, config.workers)
     try:
-        for (_, sample), result in zip(queue, results, strict=True):
+        for (split, sample), result in zip(queue, results, strict=True):
             if sample.key in seen_keys:
                 findings["duplicate_key"].add(f"{sample.location}: {quoted(sample.key)}")
             seen_keys.add(sample.key)
             if isinstance(result, FailedSample):
                 skip(report, events, sample.location, result.code, result.message)
                 continue
+            counts.add(split, sample)
+            converted[split] += 1
+            if not sample.class_names():
+                findings["unannotated_image"].add(str(sample.location))
             _record(sample, result, findings, report)
             first = first_key_of_image.setdefault(result.sha256, sample.key)
             if first != sample.key:

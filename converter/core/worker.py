@@ -57,6 +57,7 @@ class FailedSample:
 
 
 _settings: WorkerSettings | None = None
+MIN_REPAIRED_AREA = 0.5  # square pixels: less than this is float noise (a collinear ring), not a shape
 
 
 def install(settings: WorkerSettings) -> None:
@@ -145,7 +146,7 @@ def invalid_polygons(sample: Sample) -> tuple[str, ...]:
             repaired = shapely.make_valid(shape).area
             repair = (
                 f"shapely.make_valid would repair it into {repaired:g} square pixels"
-                if repaired > 0
+                if repaired >= MIN_REPAIRED_AREA
                 else "repair leaves no area: fix or delete it"
             )
             problems.append(

@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 IMAGE ?= dataset-converter:latest
 FULL_IMAGE ?= dataset-converter:full
 
-.PHONY: install demo test lint bench docker-build docker-build-full docker-test clean strace readers-check
+.PHONY: install demo test lint bench docker-build docker-build-full docker-test clean strace browser readers-check
 
 install: $(INSTALLED)
 
@@ -27,8 +27,14 @@ strace:
 		&& (apt-get install -y -q strace >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q strace >/dev/null)); } \
 		|| echo "strace is not installed: the crash-consistency tests will skip (apt-get install strace)" >&2
 
+## Headless Chromium opens stats/index.html in the statistics page tests (a Debian package).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)); } \
+		|| echo "chromium is not installed: the statistics page tests will skip (apt-get install chromium)" >&2
+
 ## The whole test suite, container test included when a Docker engine is reachable.
-test: install strace
+test: install strace browser
 	$(BIN)/ruff check converter tests scripts
 	$(BIN)/mypy
 	$(BIN)/pytest; status=$$?; \

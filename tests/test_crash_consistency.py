@@ -213,3 +213,22 @@ def test_finalize_killed_at_every_file_system_call_leaves_one_whole_dataset(stra
 
     points = _sweep(tmp_path, previous, ["finalize", "{output}"], clean, inputs={"parts"})
     assert points >= 20
+
+
+def test_stats_killed_at_every_file_system_call_leaves_one_whole_dataset(strace: str, tmp_path: Path) -> None:
+    """`dataset-converter stats` commits a new generation: killed anywhere, the dataset is whole with or without it."""
+    export = detection_export(tmp_path / "export", 6)
+    export.write()
+    previous = tmp_path / "previous"
+    converted = _run(
+        ["convert", "-a", export.manifest, "-i", export.images, "--workers", "1", "--no-stats", "-o", previous]
+    )
+    assert converted.returncode == 0, converted.stderr
+    clean_output = tmp_path / "clean"
+    shutil.copytree(previous, clean_output, symlinks=True)
+    assert _run(["stats", clean_output]).returncode == 0
+    clean = dataset_view(clean_output)
+    assert "stats/index.html" in clean
+
+    points = _sweep(tmp_path, previous, ["stats", "{output}"], clean, inputs=set())
+    assert points >= 15  # the hard links, the stats files, dataset_info.yaml, the links and the switch

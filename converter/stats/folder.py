@@ -44,6 +44,7 @@ def write_stats_folder(
     """
     folder = dataset / STATS_FOLDER
     folder.mkdir(exist_ok=True)
+    document = _rounded(document)
     (folder / STATS_FILE).write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     previews = {
         split: list(read_written_records(dataset, split, with_images=True, limit=PREVIEWS_PER_SPLIT))
@@ -155,3 +156,22 @@ def rebuild_stats(dataset: Path) -> dict[str, Any]:
 def _summary(statistics: Statistics) -> dict[str, Any]:
     """dataset_info.yaml's `stats`: where the files are, and the few numbers worth seeing there."""
     return {"file": f"{STATS_FOLDER}/{STATS_FILE}", "page": f"{STATS_FOLDER}/{PAGE}", **statistics.summary()}
+
+
+SIGNIFICANT_DIGITS = 10
+
+
+def _rounded(value: Any) -> Any:
+    """`value` with every float cut to 10 significant digits.
+
+    Sums of the same numbers in another order differ in the last bits (a conversion and a
+    rebuild from the records add polygon centroids apart); no statistic means that much,
+    and the rounded file is the same whichever way it was computed.
+    """
+    if isinstance(value, float):
+        return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_rounded(item) for item in value]
+    return value

@@ -587,7 +587,12 @@ def test_a_successful_rerun_replaces_the_previous_output(tmp_path: Path) -> None
     label_maps = {f"{folder}/label_map.pbtxt" for folder in ("tfrecord_train", "tfrecord_val")}
     top_files = {path for path in dataset_files(output) if not path.startswith("tfrecord_")}
     assert set(dataset_files(output)) == set(shard_files(output)) | label_maps | top_files
-    assert {path.split("/")[0] for path in top_files} == {*TRAINING_STACK_NAMES, "dataset_info.yaml", "report.json"}
+    assert {path.split("/")[0] for path in top_files} == {
+        *TRAINING_STACK_NAMES,
+        "dataset_info.yaml",
+        "report.json",
+        "stats",
+    }
     assert leftovers(output) == []  # nothing of the first dataset stays, not even out of sight
     assert verify(output).exit_code == 0
 

@@ -318,7 +318,7 @@ def _mask_geometry(png: bytes) -> Any:
 def _measure(geometries: Geometries, width: int, height: int) -> list[ShapeFacts | None]:
     """Shape facts of polygonal geometries (None for one without area); vectorized but for the rotated box."""
     areas = shapely.area(geometries)
-    kept = np.flatnonzero(areas > 0)
+    kept = np.flatnonzero((areas > 0) & np.isfinite(areas))  # coordinates near 1e154 overflow to inf: no facts
     geometries = geometries[kept]
     perimeters = shapely.length(geometries).tolist()
     centroids = shapely.get_coordinates(shapely.centroid(geometries)).tolist()
@@ -332,6 +332,8 @@ def _measure(geometries: Geometries, width: int, height: int) -> list[ShapeFacts
         if side_a < side_b:  # the rectangle's first side lies along `angle`, the second at `angle` + 90
             side_a, side_b, angle = side_b, side_a, angle + 90.0
         x, y = centroids[position]
+        if not all(math.isfinite(value) for value in (perimeter, x, y, side_a, side_b, angle)):
+            continue
         shapes[index] = ShapeFacts(
             area,
             perimeter,

@@ -45,7 +45,8 @@ def write_stats_folder(
     folder = dataset / STATS_FOLDER
     folder.mkdir(exist_ok=True)
     document = _rounded(document)
-    (folder / STATS_FILE).write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    text = json.dumps(document, indent=1, ensure_ascii=False) + "\n"
+    (folder / STATS_FILE).write_bytes(text.encode("utf-8", "backslashreplace"))  # class names are checked UTF-8
     previews = {
         split: list(read_written_records(dataset, split, with_images=True, limit=PREVIEWS_PER_SPLIT))
         for split in dataset_splits(dataset)

@@ -84,7 +84,8 @@ def write_stats_pages(
         "<title>Dataset statistics</title>\n"
         f"<style>{_STYLE}</style>\n</head>\n<body>\n" + "\n".join(sections) + "\n</body>\n</html>\n"
     )
-    (folder / PAGE).write_text(page, encoding="utf-8", newline="\n")
+    # a file name that is not UTF-8 reaches a skip reason as a lone surrogate: shown escaped, never a crash
+    (folder / PAGE).write_bytes(page.encode("utf-8", "backslashreplace"))
     return [*written, PAGE]
 
 

@@ -157,7 +157,7 @@ def test_the_page_of_a_conversion_shows_each_records_box_in_chromium(tmp_path: P
     )
     assert visit.console_errors == []
     assert [url for url in visit.requests if not url.startswith(("data:", "file:"))] == []
-    (left, top, width, height), = visit.values
+    ((left, top, width, height),) = visit.values
     assert (width, height) == (200, 100)  # under the 320-pixel thumbnail side: shown at its size
     preview = visit.screenshot[round(top) : round(top) + 100, round(left) : round(left) + 200].astype(int)
     color = np.asarray(class_colors(1)[0])

@@ -40,6 +40,8 @@ Variants. At each of `--sizes` (default 2,000 and 20,000 images of 640x480):
   rasterization, class-mask composition and PNG encoding.
 * `polygons-boxes-only`: the same export with `--task detection`: boxes only, no class mask
   composed or encoded (what a user training a detector on a polygon export asks for).
+* `detection-no-stats`, `polygons-no-stats`: `detection` and `polygons-640x480` with
+  `--no-stats`; beside them, what the statistics (`stats/`, on by default) cost.
 
 Plus, at one size each: `segmentation` (the Ground Truth palette masks, read, remapped and
 PNG-encoded; `--segmentation-images`, default 2,000) and `polygons-1920x1080`
@@ -554,6 +556,8 @@ SIZED_VARIANTS: dict[str, tuple[str, str, bool, bool, tuple[str, ...]]] = {
     "datumaro": (COCO_BOXES, IMAGES_DIR, True, False, ()),
     "polygons-640x480": (COCO_POLYGONS, IMAGES_DIR, False, False, ()),
     "polygons-boxes-only": (COCO_POLYGONS, IMAGES_DIR, False, False, ("--task", "detection")),
+    "detection-no-stats": (DETECTION_MANIFEST, ".", False, False, ("--no-stats",)),
+    "polygons-no-stats": (COCO_POLYGONS, IMAGES_DIR, False, False, ("--no-stats",)),
 }
 VARIANTS = (*SIZED_VARIANTS, "segmentation", "polygons-1920x1080")
 

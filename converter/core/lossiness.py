@@ -125,10 +125,16 @@ def _shapes_overlap(first: ObjectAnnotation, second: ObjectAnnotation) -> bool:
     if not _boxes_meet(_extent(first), _extent(second)):
         return False
     if first.rle is None and second.rle is None:
-        return bool(_geometry(first).intersection(_geometry(second)).area > 0)
-    size = first.rle if first.rle is not None else second.rle
-    assert size is not None
-    both = [_rle(first, size.height, size.width), _rle(second, size.height, size.width)]
+        try:
+            return bool(_geometry(first).intersection(_geometry(second)).area > 0)
+        except shapely.errors.GEOSException:  # a topology GEOS cannot repair: compare the pixels instead
+            extent = max(_extent(first)[3], _extent(second)[3]), max(_extent(first)[2], _extent(second)[2])
+            height, width = (max(1, math.ceil(value)) for value in extent)
+    else:
+        size = first.rle if first.rle is not None else second.rle
+        assert size is not None
+        height, width = size.height, size.width
+    both = [_rle(first, height, width), _rle(second, height, width)]
     return bool(coco_mask.area(coco_mask.merge(both, intersect=True)) > 0)
 
 

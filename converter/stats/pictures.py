@@ -38,7 +38,8 @@ _COCO_SMALL, _COCO_LARGE = 32**2, 96**2  # COCO's small / medium / large box are
 
 
 def write_plots(folder: Path, document: Mapping[str, Any]) -> list[str]:
-    """Write every plot of the document into `folder`; returns the file names written, always the same ones.
+    """Write every plot of the document into `folder`; returns the file names written: always the same ones,
+    or none where matplotlib (the `plots` extra) is not installed.
 
     A plot with nothing to show (no boxes, say) is still written, saying so: a dataset's
     `stats/` then has the same files whatever it holds, and a stale plot from an earlier
@@ -51,8 +52,10 @@ def write_plots(folder: Path, document: Mapping[str, Any]) -> list[str]:
         (IMAGE_SIZES_PLOT, _image_sizes_figure),
         (OBJECTS_PER_IMAGE_PLOT, _objects_per_image_figure),
     )
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:  # the plots extra is not installed (the small image): the page says so
+        return []
     written: list[str] = []
     with matplotlib.rc_context(), warnings.catch_warnings():
         matplotlib.rcdefaults()  # a user's matplotlibrc must not change the bytes

@@ -73,7 +73,7 @@ ENV TF_CPP_MIN_LOG_LEVEL=2 \
     DATASET_CONVERTER_IMAGE_VARIANT=full
 
 COPY pyproject.toml /tmp/pyproject.toml
-RUN python -c 'import tomllib; extras = tomllib.load(open("/tmp/pyproject.toml", "rb"))["project"]["optional-dependencies"]; print(*extras["remote"], *extras["tensorflow"], *extras["plots"], sep="\n")' \
+RUN python -c 'import tomllib; extras = tomllib.load(open("/tmp/pyproject.toml", "rb"))["project"]["optional-dependencies"]; print(*extras["remote"], *extras["tensorflow"], sep="\n")' \
         > /tmp/requirements.txt \
     && pip install --no-cache-dir -r /tmp/requirements.txt \
     && rm /tmp/pyproject.toml /tmp/requirements.txt

@@ -173,15 +173,7 @@ def _data_uri(media_type: str, data: bytes) -> str:
     return f"data:{media_type};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-PLOTS_MISSING = (
-    "No plots: they need matplotlib (pip install 'dataset-converter[plots]', or the dataset-converter:full "
-    "image); the numbers are in the tables above and in stats.json."
-)
-
-
 def _plots_section(plots: Sequence[tuple[str, bytes]]) -> str:
-    if not plots:
-        return f'<h2>Plots</h2>\n<p class="note">{_text(PLOTS_MISSING)}</p>'
     images = "\n".join(f'<img src="{_data_uri("image/png", data)}" alt="{_text(name)}">' for name, data in plots)
     return f'<h2>Plots</h2>\n<div class="plots">\n{images}\n</div>'
 

@@ -234,7 +234,20 @@ def test_plots_are_reproducible_byte_for_byte(tmp_path: Path) -> None:
     for name in names:
         data = (first / name).read_bytes()
         assert data.startswith(b"\x89PNG") and data == (second / name).read_bytes()
-        assert b"Software" not in data and b"matplotlib" not in data
+        assert b"tEXt" not in data and b"tIME" not in data  # no text or time stamp that would differ
+
+
+def test_the_class_plot_draws_a_bar_per_split_where_the_class_has_images(tmp_path: Path) -> None:
+    """Bars in each split's colour exist exactly for the splits that have images of a class."""
+    from converter.stats.pictures import CLASSES_PLOT, _split_color
+
+    document = _document(["cat", "dog"])
+    write_plots(tmp_path, document)
+    pixels = cv2.cvtColor(cv2.imread(str(tmp_path / CLASSES_PLOT)), cv2.COLOR_BGR2RGB)
+    for index, split in enumerate(document["splits"].values()):
+        drawn = int((pixels == np.asarray(_split_color(index))).all(axis=2).sum())
+        has_images = any(numbers["images"] for numbers in split["classes"].values())
+        assert (drawn > 200) == has_images, (index, drawn)
 
 
 def test_plots_of_an_empty_dataset_are_still_written(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -180,16 +179,3 @@ def test_the_dataset_info_summary_names_the_stats_and_matches_stats_json(tmp_pat
     shutil.rmtree((output / "stats").resolve())  # a damaged dataset: verify names what is missing
     assert CliRunner().invoke(app, ["verify", str(output)]).exit_code == 1
 
-
-def test_without_matplotlib_the_page_has_everything_but_the_plots_and_says_how_to_get_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The small image has no matplotlib (the `plots` extra): stats/ keeps its numbers, tables and previews."""
-    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
-    export = _export(tmp_path / "export")
-    output = tmp_path / "out"
-    result = convert("-a", export.path, "-i", export.image_folder, "-o", output, "--workers", "1")
-    assert result.exit_code == 0, result.output
-    assert sorted(path.name for path in (output / "stats").iterdir()) == [PAGE, "stats.json"]
-    page = (output / "stats" / PAGE).read_text(encoding="utf-8")
-    assert "dataset-converter[plots]" in page and 'id="preview-train-0"' in page

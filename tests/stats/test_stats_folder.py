@@ -178,4 +178,3 @@ def test_the_dataset_info_summary_names_the_stats_and_matches_stats_json(tmp_pat
         assert summary["splits"][split]["objects"] == numbers["objects"]
     shutil.rmtree((output / "stats").resolve())  # a damaged dataset: verify names what is missing
     assert CliRunner().invoke(app, ["verify", str(output)]).exit_code == 1
-

@@ -434,8 +434,16 @@ def check(
     try:
         with tempfile.TemporaryDirectory(prefix="dataset-converter-check-") as scratch:  # downloads, if any
             prepared = _prepare(request, remote, Path(scratch))
+            context = RunContext(
+                output="(nothing: a check writes no dataset)", images=str(prepared.images_root), action="checking"
+            )
+            progress = TerminalEvents(context) if sys.stderr.isatty() else JsonLogEvents(context)
+            progress.reading(prepared.what_is_read)
             findings = Report()
-            result = check_export(prepared.source, prepared.sink, prepared.config, findings)
+            try:
+                result = check_export(prepared.source, prepared.sink, prepared.config, findings, progress)
+            finally:
+                progress.stop()
             if isinstance(result, str):
                 raise ConverterError(result)
             if report_file is not None:

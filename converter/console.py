@@ -97,6 +97,7 @@ class RunContext:
     output: str
     images: str
     started: float = field(default_factory=time.monotonic)
+    action: str = "converting"  # what the progress bar says it is doing ("checking")
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -180,6 +181,9 @@ class JsonLogEvents:
     def note(self, event: str, destination: str) -> None:
         self.log(event, destination=destination)
 
+    def stop(self) -> None:
+        """Nothing to take down: each line is complete."""
+
 
 class TerminalEvents:
     """A spinner while the export is read, then a progress bar; then the skip summary and one closing line."""
@@ -206,7 +210,7 @@ class TerminalEvents:
             transient=True,
         )
         self._progress = Progress(
-            TextColumn("converting"),
+            TextColumn(context.action),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[skipped]} skipped"),
@@ -270,6 +274,11 @@ class TerminalEvents:
 
     def warning(self, message: str) -> None:
         self._say(f"WARNING: {message}")
+
+    def stop(self) -> None:
+        """Take the spinner and the bar off the terminal (`check` prints its findings after)."""
+        self._reading.stop()
+        self._progress.stop()
 
     def lossy(self, losses: Sequence[Loss]) -> None:
         self._reading.stop()

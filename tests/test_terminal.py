@@ -151,3 +151,13 @@ def test_ctrl_c_keeps_the_previous_dataset_and_exits_130(tmp_path: Path) -> None
     assert "Traceback" not in screen.text and "KeyboardInterrupt" not in screen.text
     assert "\x1b[?25h" in screen.raw  # the cursor the bar hid is shown again
     assert dataset_files(out) == before
+
+
+def test_check_shows_a_checking_bar_then_its_findings(tmp_path: Path) -> None:
+    screen = run_in_terminal("check", "-a", EXAMPLE)
+    assert screen.exit_code == 0, screen.text  # the example's unlabelled image is a notice, not a problem
+    assert re.search(r"checking .* 12/12", screen.text), screen.text
+    final = screen.final_lines()
+    assert final[0].startswith(f"checked {EXAMPLE / 'output.manifest'}: 12 input samples")
+    assert "no problems found" in final[-1]
+    assert "\x1b[?25h" in screen.raw

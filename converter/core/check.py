@@ -19,7 +19,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from converter.core.lossiness import Loss
 from converter.core.plan import ConvertConfig, RunPlan, StoppedRead, map_planned, plan_run, skip
@@ -130,10 +130,19 @@ class CheckResult:
         }
 
 
-class _CheckEvents:
-    """The plan's events, kept for the check's summary instead of shown as a run's progress."""
+class CheckProgress(Protocol):
+    """Where a check shows how far it is (the run's progress bar, or its JSON progress lines)."""
 
-    def __init__(self) -> None:
+    def started(self, total_samples: int, already_skipped: int) -> None: ...
+
+    def sample_done(self) -> None: ...
+
+
+class _CheckEvents:
+    """The plan's events, kept for the check's summary; only progress is shown as it happens."""
+
+    def __init__(self, progress: CheckProgress | None) -> None:
+        self._progress = progress
         self.writes: list[str] = []
         self.losses: list[Loss] = []
         self.warnings: list[str] = []
@@ -143,7 +152,8 @@ class _CheckEvents:
         self.writes = writes
 
     def started(self, total_samples: int, already_skipped: int) -> None:
-        """A check shows no progress bar: it prints its findings once done."""
+        if self._progress is not None:
+            self._progress.started(total_samples, already_skipped)
 
     def warning(self, message: str) -> None:
         self.warnings.append(message)
@@ -152,7 +162,8 @@ class _CheckEvents:
         self.losses = list(losses)
 
     def sample_done(self) -> None:
-        """Counted by the check itself."""
+        if self._progress is not None:
+            self._progress.sample_done()
 
     def sample_skipped(self, location: SampleLocation, code: str, reason: str) -> None:
         self.skipped.setdefault(code, Finding(code, "")).add(f"{location}: {reason}")
@@ -161,16 +172,19 @@ class _CheckEvents:
         """The check's result carries the summary."""
 
 
-def check_export(source: Source, sink: Sink[Any], config: ConvertConfig, report: Report) -> CheckResult | str:
+def check_export(
+    source: Source, sink: Sink[Any], config: ConvertConfig, report: Report, progress: CheckProgress | None = None
+) -> CheckResult | str:
     """Check an export as a conversion with `sink` and `config` would see it; a str: reading stopped, why."""
     started = time.monotonic()
-    events = _CheckEvents()
+    events = _CheckEvents(progress)
     plan = plan_run(source, sink, config, events, report)
     if isinstance(plan, StoppedRead):
         return plan.failure
     findings = {code: Finding(code, advice) for code, advice in _ADVICE.items()}
     counts = ClassCounts()
     converted: dict[str, int] = dict.fromkeys(plan.splits, 0)
+    events.started(plan.planned_samples, report.skipped)
     _inspect(plan, config, report, events, findings, counts, converted)
     _classes_missing_from_splits(plan, counts, findings["class_missing_from_split"])
     summary = report.summary(input_samples=plan.input_samples, converted_by_split=converted, failure=None)
@@ -211,6 +225,7 @@ def _inspect(
     queue, results = map_planned(plan, plan.splits, inspect_sample, install, config.workers)
     try:
         for (split, sample), result in zip(queue, results, strict=True):
+            events.sample_done()
             if sample.key in seen_keys:
                 findings["duplicate_key"].add(f"{sample.location}: {quoted(sample.key)}")
             seen_keys.add(sample.key)

@@ -16,10 +16,11 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import shapely
 from pycocotools import mask as coco_mask
 
@@ -83,9 +84,14 @@ def is_rotated_rectangle(obj: ObjectAnnotation) -> bool:
     return min(angle, 90 - angle) > AXIS_TOLERANCE_DEGREES
 
 
-def _geometry(obj: ObjectAnnotation) -> shapely.Geometry:
-    parts = [part.geometry() for part in obj.polygons]
-    return shapely.make_valid(shapely.union_all(parts)) if len(parts) > 1 else shapely.make_valid(parts[0])
+def _geometry(obj: ObjectAnnotation) -> shapely.Geometry | None:
+    """The object's polygons as one valid geometry; None where GEOS cannot build it (then pixels decide)."""
+    try:
+        parts = [part.geometry() for part in obj.polygons]
+        parts = [part if part.is_valid else shapely.make_valid(part) for part in parts]
+        return shapely.union_all(parts) if len(parts) > 1 else parts[0]
+    except shapely.errors.GEOSException:
+        return None
 
 
 def _rle(obj: ObjectAnnotation, height: int, width: int) -> dict[str, Any]:
@@ -120,32 +126,80 @@ def _extent(obj: ObjectAnnotation) -> tuple[float, float, float, float]:
     return 0.0, 0.0, float(obj.rle.width), float(obj.rle.height)  # an RLE's extent needs decoding: test it exactly
 
 
-def _shapes_overlap(first: ObjectAnnotation, second: ObjectAnnotation) -> bool:
-    """Whether two shapes share area: exactly for polygons, by their pixels where an RLE is involved."""
-    if not _boxes_meet(_extent(first), _extent(second)):
-        return False
-    if first.rle is None and second.rle is None:
-        try:
-            return bool(_geometry(first).intersection(_geometry(second)).area > 0)
-        except shapely.errors.GEOSException:  # a topology GEOS cannot repair: compare the pixels instead
-            extent = max(_extent(first)[3], _extent(second)[3]), max(_extent(first)[2], _extent(second)[2])
-            height, width = (max(1, math.ceil(value)) for value in extent)
-    else:
-        size = first.rle if first.rle is not None else second.rle
-        assert size is not None
+def _pixels_overlap(first: ObjectAnnotation, second: ObjectAnnotation) -> bool:
+    """Whether two shapes share pixels, compared as COCO RLEs (an RLE involved, or a polygon GEOS cannot handle)."""
+    size = first.rle if first.rle is not None else second.rle
+    if size is not None:
         height, width = size.height, size.width
+    else:
+        extent = max(_extent(first)[3], _extent(second)[3]), max(_extent(first)[2], _extent(second)[2])
+        height, width = (max(1, math.ceil(value)) for value in extent)
     both = [_rle(first, height, width), _rle(second, height, width)]
     return bool(coco_mask.area(coco_mask.merge(both, intersect=True)) > 0)
 
 
-def overlapping_pairs(sample: Sample) -> int:
-    """Pairs of shapes of different classes that share pixels: in a class mask one paints over the other."""
+def _candidate_pairs(sample: Sample) -> Iterator[tuple[ObjectAnnotation, ObjectAnnotation]]:
+    """Pairs of shapes of different classes whose extents meet: the only ones that can share area."""
     shaped = [obj for obj in sample.objects if obj.has_shape]
-    return sum(
-        1
-        for first, second in itertools.combinations(shaped, 2)
-        if first.class_name != second.class_name and _shapes_overlap(first, second)
-    )
+    if len({obj.class_name for obj in shaped}) < 2:
+        return
+    extents = [_extent(obj) for obj in shaped]
+    for (first, first_extent), (second, second_extent) in itertools.combinations(zip(shaped, extents, strict=True), 2):
+        if first.class_name != second.class_name and _boxes_meet(first_extent, second_extent):
+            yield first, second
+
+
+def _meet_or_pixels(
+    first: ObjectAnnotation, second: ObjectAnnotation, first_shape: shapely.Geometry, second_shape: shapely.Geometry
+) -> bool:
+    try:
+        return bool(shapely.relate_pattern(first_shape, second_shape, AREA_IN_COMMON))
+    except shapely.errors.GEOSException:
+        return _pixels_overlap(first, second)
+
+
+AREA_IN_COMMON = "2********"  # DE-9IM: the interiors meet in an area (touching edges or corners do not count)
+
+
+def overlapping_pairs(samples: Sequence[Sample]) -> int:
+    """Pairs of shapes of different classes that share area: in a class mask one paints over the other.
+
+    Run over the whole export before any work, so it is kept cheap: only pairs whose
+    extents meet are tested, each object's geometry is built once, and the polygon pairs
+    are tested in one vectorized GEOS call.
+    """
+    built: dict[int, shapely.Geometry | None] = {}
+    pairs: list[tuple[ObjectAnnotation, ObjectAnnotation]] = []
+    firsts, seconds = [], []
+    by_pixels = 0
+    for sample in samples:
+        for first, second in _candidate_pairs(sample):
+            if first.rle is not None or second.rle is not None:
+                by_pixels += _pixels_overlap(first, second)
+                continue
+            for obj in (first, second):
+                if id(obj) not in built:
+                    built[id(obj)] = _geometry(obj)
+            first_shape, second_shape = built[id(first)], built[id(second)]
+            if first_shape is None or second_shape is None:
+                by_pixels += _pixels_overlap(first, second)
+                continue
+            pairs.append((first, second))
+            firsts.append(first_shape)
+            seconds.append(second_shape)
+        built.clear()  # ids are only stable while the sample's objects are
+    if not firsts:
+        return by_pixels
+    try:
+        meeting = shapely.relate_pattern(np.array(firsts), np.array(seconds), AREA_IN_COMMON)
+    except shapely.errors.GEOSException:  # a topology GEOS cannot handle somewhere: pair by pair, then by pixels
+        meeting = np.array(
+            [
+                _meet_or_pixels(first, second, first_shape, second_shape)
+                for (first, second), first_shape, second_shape in zip(pairs, firsts, seconds, strict=True)
+            ]
+        )
+    return by_pixels + int(np.count_nonzero(meeting))
 
 
 def _instances_sharing_a_class(sample: Sample) -> int:
@@ -184,8 +238,9 @@ def find_losses(
             counts["mask_files"] += 1
         if carried.class_masks and not carried.instance_masks and not carried.polygons:
             counts["instance_identity"] += _instances_sharing_a_class(sample)
-        if carried.class_masks and overlap != "combine":
-            counts["overlap"] += overlapping_pairs(sample)
+
+    if carried.class_masks and overlap != "combine":
+        counts["overlap"] = overlapping_pairs(samples)
     relations = int(description.get("relations_ignored", "0") or 0)
     if relations:
         counts["relations"] = relations

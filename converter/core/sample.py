@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import shapely
 
 from converter.core.split import SplitName
@@ -102,11 +103,14 @@ class Polygon:
 
     def geometry(self) -> shapely.Polygon:
         """The polygon as shapely's, as drawn (possibly invalid: see `shapely.make_valid`)."""
-        return shapely.Polygon(_pairs(self.exterior), [_pairs(hole) for hole in self.holes])
+        holes = [_points(hole) for hole in self.holes] or None
+        geometry: shapely.Polygon = shapely.polygons(_points(self.exterior), holes=holes)
+        return geometry
 
 
-def _pairs(ring: tuple[float, ...]) -> list[tuple[float, float]]:
-    return list(zip(ring[0::2], ring[1::2], strict=True))
+def _points(ring: tuple[float, ...]) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """A flat ring as an (n, 2) array: shapely builds from arrays without a Python call per vertex."""
+    return np.asarray(ring, dtype=np.float64).reshape(-1, 2)
 
 
 @dataclass(frozen=True, slots=True)

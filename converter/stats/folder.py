@@ -22,7 +22,7 @@ from converter.core.commit import DATASET_INFO, REPORT, OutputFolder, owned_entr
 from converter.core.materialize import EncodedSample
 from converter.core.split import SplitName
 from converter.errors import UsageError
-from converter.stats.facts import RecordFacts, facts_of, written_record_of
+from converter.stats.facts import RecordFacts, facts_of, facts_of_sample
 from converter.stats.page import PAGE, write_stats_pages
 from converter.stats.statistics import Statistics
 from converter.stats.written import dataset_splits, read_written_records
@@ -81,7 +81,7 @@ def skipped_in_report(dataset: Path) -> tuple[list[dict[str, Any]], int]:
 
 def describe_record(encoded: EncodedSample) -> RecordFacts:
     """What statistics take from one written sample, in the worker that encoded it."""
-    return facts_of(written_record_of(encoded))
+    return facts_of_sample(encoded)
 
 
 class StatisticsObserver:

@@ -23,9 +23,10 @@ from converter.core.classes import ClassList, build_class_list
 from converter.core.materialize import EncodedSample, RecordOptions, materialize
 from converter.core.sample import Keypoint, ObjectAnnotation, ObjectKeypoint, Polygon, Sample
 from converter.errors import SampleLocation
-from converter.stats.facts import ObjectFacts, RecordFacts, ShapeFacts, facts_of, written_record_of
+from converter.stats.facts import ObjectFacts, RecordFacts, ShapeFacts, facts_of, facts_of_sample, written_record_of
+from converter.stats.folder import describe_record
 from converter.stats.records import WrittenObject, WrittenRecord
-from converter.stats.statistics import Statistics
+from converter.stats.statistics import PENDING_RECORDS, Statistics
 
 WIDTH, HEIGHT = 320, 240
 CLASSES = ("cat", "dog", "bird")
@@ -519,3 +520,34 @@ def test_memory_does_not_grow_with_records() -> None:
     assert (
         sum(row[2] for row in document["image_sizes"]["sizes"]) + document["image_sizes"]["other"] == document["images"]
     )
+
+
+def test_facts_of_a_sample_equal_those_of_its_written_record(tmp_path: Path) -> None:
+    objects = [
+        ObjectAnnotation(
+            "cat", polygons=(_rotated(100, 90, 50, 20, 40),), keypoints=(ObjectKeypoint("nose", 90, 85, 1),)
+        ),
+        ObjectAnnotation("dog", polygons=(_rectangle(20, 120, 40, 140), _rectangle(30, 130, 50, 150))),
+        ObjectAnnotation("bird", bbox_xyxy=(200, 20, 260, 60)),
+    ]
+    sample = _sample(tmp_path, "both", objects, image_labels=("bird",), keypoints=(Keypoint("horse", 5, 5),))
+    for masks in (False, True):
+        encoded = _encode(sample, class_masks=masks, instance_masks=masks, keypoints=True)
+        assert facts_of_sample(encoded) == facts_of(written_record_of(encoded))
+        assert describe_record(encoded) == facts_of(written_record_of(encoded))
+
+
+def test_records_counted_in_bulk_equal_records_counted_one_by_one() -> None:
+    """Far more records than are kept pending: every bin, sum and extreme as if each were counted on arrival."""
+    rng = np.random.default_rng(3)
+    records = [
+        (str(rng.choice(["train", "validation"])), _random_facts(rng, ((640, 480), (33, 7))[int(rng.integers(0, 2))]))
+        for _ in range(2 * PENDING_RECORDS + 100)
+    ]
+    bulk, one_by_one = Statistics(CLASSES), Statistics(CLASSES)
+    for split, facts in records:
+        bulk.add(split, facts)
+        one_by_one.add(split, facts)
+        one_by_one.held_values()  # counts what is pending: here, this one record
+    assert bulk.document() == one_by_one.document()
+    assert bulk.summary() == one_by_one.summary()

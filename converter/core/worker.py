@@ -66,8 +66,8 @@ def install(settings: WorkerSettings) -> None:
     _settings = settings
 
 
-def convert_sample(sample: Sample) -> ConvertedSample | FailedSample:
-    """Materialize one sample and encode its record with the installed settings."""
+def _materialized(sample: Sample) -> tuple[WorkerSettings, EncodedSample | FailedSample]:
+    """The installed settings, and the sample materialized with them (or why it cannot be)."""
     if _settings is None:
         raise RuntimeError("worker settings not installed; call install() first")
     try:
@@ -79,14 +79,22 @@ def convert_sample(sample: Sample) -> ConvertedSample | FailedSample:
             _settings.image_id_overrides.get(sample.key),
         )
     except SampleError as error:
-        return FailedSample(error.code, error.message)
+        return _settings, FailedSample(error.code, error.message)
+    return _settings, encoded
+
+
+def convert_sample(sample: Sample) -> ConvertedSample | FailedSample:
+    """Materialize one sample and encode its record with the installed settings."""
+    settings, encoded = _materialized(sample)
+    if isinstance(encoded, FailedSample):
+        return encoded
     return ConvertedSample(
-        payload=_settings.encoder(encoded),
+        payload=settings.encoder(encoded),
         object_class_ids=tuple(obj.class_id for obj in encoded.objects),
         class_ids_present=encoded.class_ids_present(),
         notes=encoded.notes,
         warnings=encoded.warnings,
-        description=_settings.describe(encoded) if _settings.describe is not None else None,
+        description=settings.describe(encoded) if settings.describe is not None else None,
     )
 
 
@@ -103,18 +111,9 @@ class InspectedSample:
 
 def inspect_sample(sample: Sample) -> InspectedSample | FailedSample:
     """Materialize one sample as a conversion would, and look for what is wrong with it; encode no record."""
-    if _settings is None:
-        raise RuntimeError("worker settings not installed; call install() first")
-    try:
-        encoded = materialize(
-            sample,
-            _settings.classes,
-            _settings.options,
-            _settings.combinations,
-            _settings.image_id_overrides.get(sample.key),
-        )
-    except SampleError as error:
-        return FailedSample(error.code, error.message)
+    _, encoded = _materialized(sample)
+    if isinstance(encoded, FailedSample):
+        return encoded
     displayed = (encoded.image.width, encoded.image.height)
     mismatch = None
     if sample.declared_size is not None and sample.declared_size != displayed:
